@@ -1,8 +1,8 @@
 """Image encoders: decoding, preprocessing and pretrained models behind one registry.
 
-    >>> import encoders
-    >>> encoder = encoders.create("sscd-mini", device="auto")
-    >>> vectors = encoder.embed([image])   # float32 (N, 512), L2-normalised
+>>> import encoders
+>>> encoder = encoders.create("sscd-mini", device="auto")
+>>> vectors = encoder.embed([image])   # float32 (N, 512), L2-normalised
 """
 
 from encoders.base import Encoder, EncoderInfo, l2_normalize

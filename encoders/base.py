@@ -76,4 +76,7 @@ class Encoder(abc.ABC):
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, version={self.version!r}, dim={self.dim}, device={self.device!r})"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, version={self.version!r}, "
+            f"dim={self.dim}, device={self.device!r})"
+        )

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-__all__ = ["PreprocessConfig", "prepare_image", "prepare_batch"]
+__all__ = ["PreprocessConfig", "prepare_batch", "prepare_image"]
 
 ResizePolicy = Literal["squash", "shorter_center_crop", "longer_pad"]
 
@@ -73,7 +73,7 @@ def prepare_image(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     if config.resize == "squash":
         out = image.resize((size, size), resample, reducing_gap=3.0)
     elif config.resize == "shorter_center_crop":
-        scale_size = int(round(size / config.crop_pct))
+        scale_size = round(size / config.crop_pct)
         ratio = scale_size / min(width, height)
         new_w, new_h = max(size, round(width * ratio)), max(size, round(height * ratio))
         resized = image.resize((new_w, new_h), resample, reducing_gap=3.0)

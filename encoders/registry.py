@@ -73,6 +73,8 @@ def create(name: str, **kwargs: Any) -> Encoder:
     prefix, sep, arg = name.partition(":")
     if sep and prefix in _PREFIX_FACTORIES:
         if not arg:
-            raise UnknownEncoderError(f"encoder {name!r} needs a model after '{prefix}:', e.g. '{prefix}:resnet50'")
+            raise UnknownEncoderError(
+                f"encoder {name!r} needs a model after '{prefix}:', e.g. '{prefix}:resnet50'"
+            )
         return _PREFIX_FACTORIES[prefix](arg, **kwargs)
     raise UnknownEncoderError(f"unknown encoder {name!r}; available: {', '.join(available())}")

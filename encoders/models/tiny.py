@@ -34,9 +34,15 @@ def _build(dim: int) -> nn.Module:
 
 
 @register_encoder("test-tiny")
-def test_tiny(*, device: str = "auto", dtype: Any = None, input_size: int = 64, dim: int = 32,
-              **_: Any) -> TorchEncoder:
+def test_tiny(
+    *, device: str = "auto", dtype: Any = None, input_size: int = 64, dim: int = 32, **_: Any
+) -> TorchEncoder:
     return TorchEncoder(
-        _build(dim), name="test-tiny", version="0", dim=dim,
-        preprocess=PreprocessConfig(input_size=input_size), device=device, dtype=dtype,
+        _build(dim),
+        name="test-tiny",
+        version="0",
+        dim=dim,
+        preprocess=PreprocessConfig(input_size=input_size),
+        device=device,
+        dtype=dtype,
     )

@@ -1,0 +1,191 @@
+"""The faust application: one agent that micro-batches image events through the pipeline.
+
+Delivery: at least once. ``take_events`` acks a batch only after our code returns, and our code
+returns only after every decision and dead letter of the batch is acknowledged by the broker, so a
+committed offset always has its decision downstream. A retriable backend failure (Milvus down) is
+retried with back-off on the same batch; the batch is never acked half-done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import faust
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from encoders.errors import DupstreamError
+from streams.events import InboundMessage, Source
+from streams.metrics import WorkerMetrics
+from streams.pipeline import DedupPipeline, Outgoing
+from streams.settings import WorkerSettings
+
+__all__ = ["build_app"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+
+
+def _to_inbound(event: Any) -> InboundMessage:
+    message = event.message
+    return InboundMessage(
+        key=message.key,
+        value=message.value,
+        source=Source(message.topic, message.partition, message.offset),
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else int(time.time() * 1000),
+    )
+
+
+def _internal_error_letters(batch: list[InboundMessage], error: Exception) -> list[Outgoing]:
+    """Last resort for a bug: dead-letter the batch with its payloads rather than crash-loop."""
+    import base64
+
+    return [
+        Outgoing(
+            "dead_letter",
+            m.key,
+            {
+                "reason": "internal_error",
+                "message": f"{type(error).__name__}: {error}"[:1000],
+                "stage": "pipeline",
+                "id": None,
+                "source": m.source.to_dict(),
+                "timestamp": m.timestamp_ms,
+                "key": None if m.key is None else base64.b64encode(m.key).decode(),
+                "value": None
+                if m.value is None or len(m.value) > 65536
+                else base64.b64encode(m.value).decode(),
+            },
+        )
+        for m in batch
+    ]
+
+
+def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: WorkerMetrics) -> faust.App:
+    """A faust app wired to ``pipeline``; run it with ``faust.Worker(app).execute_from_commandline()``."""
+    app = faust.App(
+        settings.group,
+        broker=[f"kafka://{hostport}" for hostport in settings.broker.split(",")],
+        store="memory://",
+        autodiscover=False,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        producer_acks=-1,
+        producer_max_request_size=max(settings.max_message_bytes * 2, 1_048_576),
+        stream_buffer_maxsize=max(settings.batch_size * 4, 64),
+        broker_commit_interval=1.0,
+        web_in_thread=False,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    source = app.topic(settings.input_topic, **raw)
+    decisions = app.topic(settings.decisions_topic, **raw)
+    dead_letters = app.topic(settings.dead_letter_topic, **raw)
+    state: dict[str, Any] = {"last_ok": None, "last_error": None}
+
+    async def emit(records: list[Outgoing]) -> None:
+        futures = []
+        for record in records:
+            topic = decisions if record.kind == "decision" else dead_letters
+            payload = json.dumps(record.value, separators=(",", ":"), ensure_ascii=False).encode()
+            futures.append(await topic.send(key=record.key, value=payload))
+        started = time.perf_counter()
+        await asyncio.gather(*futures)
+        metrics.stage_seconds.labels("produce").observe(time.perf_counter() - started)
+
+    async def decide(batch: list[InboundMessage]) -> list[Outgoing]:
+        delay = 0.5
+        while True:
+            try:
+                return await pipeline.process(batch)
+            except DupstreamError as exc:
+                if not exc.retriable:
+                    raise
+                metrics.retries.labels("index").inc()
+                state["last_error"] = f"{exc.reason}: {exc}"
+                metrics.last_batch_ok.set(0)
+                logger.warning(
+                    "retriable failure on %s..%s (%s); retrying in %.1fs",
+                    batch[0].source,
+                    batch[-1].source,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    @app.agent(source)
+    async def dedup(stream: faust.Stream) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
+            batch = [_to_inbound(event) for event in events]
+            try:
+                outgoing = await decide(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug: keep every event, as a dead letter, and go on
+                logger.exception(
+                    "pipeline failed on %s..%s; dead-lettering the batch", batch[0].source, batch[-1].source
+                )
+                outgoing = _internal_error_letters(batch, exc)
+            await emit(outgoing)
+            state["last_ok"] = time.time()
+            state["last_error"] = None
+            metrics.last_batch_ok.set(1)
+            metrics.last_batch_timestamp.set(state["last_ok"])
+            logger.debug("decided %s..%s (%d events)", batch[0].source, batch[-1].source, len(batch))
+
+    @app.timer(interval=5.0)
+    async def refresh_gauges() -> None:
+        try:
+            count = await asyncio.get_running_loop().run_in_executor(None, pipeline.store.count)
+            metrics.index_size.set(count)
+        except Exception as exc:
+            logger.debug("index count failed: %s", exc)
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != settings.input_topic:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+                position = await consumer.position(tp)
+            except Exception:  # noqa: S112 - partition moving during a rebalance
+                continue
+            if highwater is not None and position is not None:
+                metrics.consumer_lag.labels(str(tp.partition)).set(max(0, highwater - position))
+
+    @app.page("/metrics")
+    async def metrics_page(self: Any, request: Any) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    @app.page("/healthz")
+    async def healthz(self: Any, request: Any) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(self: Any, request: Any) -> web.Response:
+        problems = []
+        try:
+            await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(None, pipeline.store.count), timeout=3.0
+            )
+        except Exception as exc:
+            problems.append(f"index: {type(exc).__name__}")
+        if not app.consumer.assignment():
+            problems.append("kafka: no partitions assigned yet")
+        if state["last_error"]:
+            problems.append(f"last batch: {state['last_error']}")
+        body = {"ready": not problems, "problems": problems, "last_batch_ok_at": state["last_ok"]}
+        return web.json_response(body, status=200 if not problems else 503)
+
+    return app
