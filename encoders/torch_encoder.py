@@ -41,7 +41,8 @@ class TorchEncoder(Encoder):
         self._dtype = resolve_dtype(dtype, self._device)
         use_channels_last = self._device.type == "cuda" if channels_last is None else channels_last
         self._memory_format = torch.channels_last if use_channels_last else torch.contiguous_format
-        module = module.eval().to(self._device, dtype=self._dtype, memory_format=self._memory_format)
+        module = module.eval().to(device=self._device, dtype=self._dtype)
+        module = module.to(memory_format=self._memory_format)
         for param in module.parameters():
             param.requires_grad_(False)
         self.module = module
@@ -55,7 +56,10 @@ class TorchEncoder(Encoder):
 
     def to_input(self, batch: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> normalised (N, 3, H, W) on the device, in the model dtype."""
-        tensor = torch.from_numpy(np.ascontiguousarray(batch))
+        array = np.ascontiguousarray(batch)
+        if not array.flags.writeable:  # torch.from_numpy needs a writable buffer
+            array = array.copy()
+        tensor = torch.from_numpy(array)
         if self._device.type == "cuda":
             tensor = tensor.pin_memory().to(self._device, non_blocking=True)
         tensor = tensor.permute(0, 3, 1, 2).float()
