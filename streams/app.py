@@ -84,6 +84,9 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
         producer_max_request_size=max(settings.max_message_bytes * 2, 1_048_576),
         stream_buffer_maxsize=max(settings.batch_size * 4, 64),
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 5),
+        broker_rebalance_timeout=max(settings.session_timeout_s, 30.0),
         web_in_thread=False,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}

@@ -87,6 +87,9 @@ def worker(
     batch_size: Annotated[int | None, typer.Option(help="events per micro-batch")] = None,
     batch_wait: Annotated[float | None, typer.Option(help="max seconds to fill a batch")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N, mps")] = None,
+    session_timeout: Annotated[
+        float | None, typer.Option(help="Kafka group session timeout, seconds")
+    ] = None,
     web_port: Annotated[int | None, typer.Option(help="port of /metrics, /healthz, /readyz")] = None,
     log_level: Annotated[str | None, typer.Option()] = None,
     log_json: Annotated[bool | None, typer.Option(help="structured JSON logs")] = None,
@@ -113,6 +116,7 @@ def worker(
         batch_size=batch_size,
         batch_wait_s=batch_wait,
         device=device,
+        session_timeout_s=session_timeout,
         web_port=web_port,
         log_level=log_level,
         log_json=log_json,

@@ -27,12 +27,11 @@ def _sample_photos() -> dict[str, Image.Image]:
         raise SystemExit(
             "the demo needs scikit-image for its sample photos: pip install scikit-image"
         ) from exc
-    names = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left"]
-    photos = {}
-    for name in names:
-        loaded = getattr(data, name)()
-        array = loaded[0] if isinstance(loaded, tuple) else loaded
-        photos[name] = Image.fromarray(array).convert("RGB")
+    photos = {
+        name: Image.fromarray(getattr(data, name)()).convert("RGB")
+        for name in ("astronaut", "chelsea", "coffee", "rocket")
+    }
+    photos["motorcycle"] = Image.fromarray(data.stereo_motorcycle()[0]).convert("RGB")
     return photos
 
 
