@@ -9,6 +9,7 @@ retried with back-off on the same batch; the batch is never acked half-done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -126,25 +127,38 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
 
+    async def handle(stream: faust.Stream, events: list[Any]) -> None:
+        batch = [_to_inbound(event) for event in events]
+        try:
+            outgoing = await decide(batch)
+        except Exception as exc:  # a bug: keep every event, as a dead letter, and go on
+            logger.exception(
+                "pipeline failed on %s..%s; dead-lettering the batch", batch[0].source, batch[-1].source
+            )
+            outgoing = _internal_error_letters(batch, exc)
+        await emit(outgoing)
+        for event in events:  # take_events acks too; acking here first survives a cancelled agent
+            await stream.ack(event)
+        state["last_ok"] = time.time()
+        state["last_error"] = None
+        metrics.last_batch_ok.set(1)
+        metrics.last_batch_timestamp.set(state["last_ok"])
+        logger.debug("decided %s..%s (%d events)", batch[0].source, batch[-1].source, len(batch))
+
     @app.agent(source)
     async def dedup(stream: faust.Stream) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
-            batch = [_to_inbound(event) for event in events]
+            task = asyncio.ensure_future(handle(stream, list(events)))
             try:
-                outgoing = await decide(batch)
+                await asyncio.shield(task)
             except asyncio.CancelledError:
+                # faust stops agents by cancelling them: finish the batch in flight so its
+                # decisions are produced and its offsets committed, then stop.
+                if not task.done():
+                    logger.info("stopping: finishing the batch in flight (%d events)", len(events))
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await asyncio.wait_for(task, timeout=settings.shutdown_grace_s)
                 raise
-            except Exception as exc:  # a bug: keep every event, as a dead letter, and go on
-                logger.exception(
-                    "pipeline failed on %s..%s; dead-lettering the batch", batch[0].source, batch[-1].source
-                )
-                outgoing = _internal_error_letters(batch, exc)
-            await emit(outgoing)
-            state["last_ok"] = time.time()
-            state["last_error"] = None
-            metrics.last_batch_ok.set(1)
-            metrics.last_batch_timestamp.set(state["last_ok"])
-            logger.debug("decided %s..%s (%d events)", batch[0].source, batch[-1].source, len(batch))
 
     @app.timer(interval=5.0)
     async def refresh_gauges() -> None:

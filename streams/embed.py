@@ -51,10 +51,11 @@ def embed_files(
                 ids.extend(f.id for f, _ in keep)
             bar.update(len(chunk))
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
-    np.savez(
-        out,
-        ids=np.array(ids, dtype=str),
-        vectors=vectors.astype(np.float32),
-        model=np.array(encoder.info.model_id),
-    )
+    with open(out, "wb") as handle:  # a file object: np.savez would append .npz to a bare path
+        np.savez(
+            handle,
+            ids=np.array(ids, dtype=str),
+            vectors=vectors.astype(np.float32),
+            model=np.array(encoder.info.model_id),
+        )
     return len(ids), skipped

@@ -63,6 +63,7 @@ class WorkerSettings(BaseSettings):
     max_message_bytes: int = 16 * 1024 * 1024
     max_image_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 40_000_000
+    shutdown_grace_s: float = Field(30.0, gt=0, description="time to finish the batch in flight on SIGTERM")
     session_timeout_s: float = Field(30.0, ge=6, description="Kafka group session timeout")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
