@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 import faust
-from aiohttp import web
+from faust.types import StreamT, TopicT
+from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from encoders.errors import DupstreamError
@@ -90,10 +91,13 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
         broker_rebalance_timeout=max(settings.session_timeout_s, 30.0),
         web_in_thread=False,
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    source = app.topic(settings.input_topic, **raw)
-    decisions = app.topic(settings.decisions_topic, **raw)
-    dead_letters = app.topic(settings.dead_letter_topic, **raw)
+
+    def raw_topic(name: str) -> TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    source = raw_topic(settings.input_topic)
+    decisions = raw_topic(settings.decisions_topic)
+    dead_letters = raw_topic(settings.dead_letter_topic)
     state: dict[str, Any] = {"last_ok": None, "last_error": None}
 
     async def emit(records: list[Outgoing]) -> None:
@@ -127,7 +131,7 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
 
-    async def handle(stream: faust.Stream, events: list[Any]) -> None:
+    async def handle(stream: StreamT, events: list[Any]) -> None:
         batch = [_to_inbound(event) for event in events]
         try:
             outgoing = await decide(batch)
@@ -146,8 +150,9 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
         logger.debug("decided %s..%s (%d events)", batch[0].source, batch[-1].source, len(batch))
 
     @app.agent(source)
-    async def dedup(stream: faust.Stream) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
+    async def dedup(stream: StreamT) -> None:
+        take_events = stream.take_events  # type: ignore[attr-defined]  # faust-streaming, not in StreamT
+        async for events in take_events(settings.batch_size, within=settings.batch_wait_s):
             task = asyncio.ensure_future(handle(stream, list(events)))
             try:
                 await asyncio.shield(task)
@@ -180,17 +185,15 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
                 metrics.consumer_lag.labels(str(tp.partition)).set(max(0, highwater - position))
 
     @app.page("/metrics")
-    async def metrics_page(self: Any, request: Any) -> web.Response:
-        return web.Response(
-            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    async def metrics_page(self: View, request: Request) -> Response:
+        return self.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.page("/healthz")
-    async def healthz(self: Any, request: Any) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def healthz(self: View, request: Request) -> Response:
+        return self.json({"status": "ok"})
 
     @app.page("/readyz")
-    async def readyz(self: Any, request: Any) -> web.Response:
+    async def readyz(self: View, request: Request) -> Response:
         problems = []
         try:
             await asyncio.wait_for(
@@ -203,6 +206,6 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
         if state["last_error"]:
             problems.append(f"last batch: {state['last_error']}")
         body = {"ready": not problems, "problems": problems, "last_batch_ok_at": state["last_ok"]}
-        return web.json_response(body, status=200 if not problems else 503)
+        return self.json(body, status=200 if not problems else 503)
 
     return app

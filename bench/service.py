@@ -1,0 +1,289 @@
+"""Service benchmark: the encoder path, the whole service and a naive loop, side by side in one run.
+
+    .venv/bin/python bench/service.py                      # 1000 events, 3 repeats (~5 min on 2 cores)
+    .venv/bin/python bench/service.py --events 300 --repeats 1 --no-latency   # quick look
+
+What it measures, on the same images (640-px JPEGs made from real photos with seeded edits, one
+in five a copy of an earlier one):
+
+* ``encoder path``: decode + preprocess (thread pool, overlapped with the model) + encode, images/s;
+* ``service``: events/s end to end through the real broker and milvus-lite: produce N events to a
+  running worker, time from the first produce until the last decision arrives;
+* ``naive loop``: one image at a time — decode, encode, search, insert — as a first attempt would be;
+* latency from produce to decision (p50/p95/p99) while producing at 50% and 90% of the measured
+  service throughput.
+
+Absolute times drift on a shared machine; the ratios printed at the end are the figures to read.
+Starts its own broker (deploy/local/kafka) on a free port unless ``--broker`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from PIL import Image, ImageEnhance, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import encoders  # noqa: E402
+from encoders.decode import decode_image  # noqa: E402
+from index import IndexRecord, MilvusStore  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def photos() -> list[Image.Image]:
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    out = [Image.fromarray(getattr(data, n)()).convert("RGB") for n in ("astronaut", "chelsea", "coffee", "rocket")]
+    left, right, _ = data.stereo_motorcycle()
+    out += [Image.fromarray(left), Image.fromarray(right)]
+    out += [Image.fromarray(a) for a in load_sample_images().images]
+    return out
+
+
+def make_images(count: int, seed: int = 0) -> list[bytes]:
+    """Distinct 640-px JPEGs (random crops, colour, rotation of real photos); every 5th is a copy."""
+    rng = random.Random(seed)
+    base = photos()
+    images: list[bytes] = []
+    for i in range(count):
+        if i % 5 == 4 and images:
+            src = Image.open(io.BytesIO(images[rng.randrange(len(images))])).convert("RGB")
+            img = src.resize((src.width * 3 // 4, src.height * 3 // 4))
+        else:
+            img = base[rng.randrange(len(base))]
+            w, h = img.size
+            cw, ch = int(w * rng.uniform(0.35, 0.6)), int(h * rng.uniform(0.35, 0.6))
+            x, y = rng.randrange(w - cw), rng.randrange(h - ch)
+            img = img.crop((x, y, x + cw, y + ch)).rotate(rng.uniform(-20, 20), expand=False)
+            img = ImageEnhance.Color(img).enhance(rng.uniform(0.3, 1.7))
+            if rng.random() < 0.5:
+                img = ImageOps.mirror(img)
+        scale = 640 / max(img.size)
+        img = img.resize((max(8, round(img.width * scale)), max(8, round(img.height * scale))))
+        buffer = io.BytesIO()
+        img.save(buffer, "JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+# --- encoder path and naive loop --------------------------------------------------------
+
+
+def encoder_path(encoder: Any, images: list[bytes], batch: int, threads: int = 4) -> float:
+    """images/s: decode+prepare in a pool for batch k+1 while the model runs batch k."""
+
+    def load(data: bytes) -> np.ndarray:
+        return encoder.prepare(decode_image(data, draft_size=encoder.draft_size))
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
+        pending = [pool.submit(load, d) for d in chunks[0]]
+        for k in range(len(chunks)):
+            prepared = np.stack([f.result() for f in pending])
+            if k + 1 < len(chunks):
+                pending = [pool.submit(load, d) for d in chunks[k + 1]]
+            encoder.embed_prepared(prepared)
+    return len(images) / (time.perf_counter() - started)
+
+
+def naive_loop(encoder: Any, images: list[bytes], workdir: Path) -> float:
+    """images/s: one image at a time — decode, encode, search, insert — on milvus-lite."""
+    store = MilvusStore(uri=str(workdir / f"naive-{time.monotonic_ns()}.db"), dim=encoder.dim,
+                        model_id=encoder.info.model_id)
+    store.ensure_collection()
+    started = time.perf_counter()
+    for i, data in enumerate(images):
+        vector = encoder.embed([decode_image(data)])
+        store.search(vector, tenants=["default"], top_k=5)
+        store.upsert([IndexRecord(tenant="default", image_id=f"n{i}", ts=i, vector=vector[0])])
+    rate = len(images) / (time.perf_counter() - started)
+    store.close()
+    return rate
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, broker: str, model: str, workdir: Path, batch: int, run: str) -> None:
+        self.port = free_port()
+        self.topics = {"in": f"bench-{run}-in", "out": f"bench-{run}-out", "dead": f"bench-{run}-dead"}
+        command = [
+            sys.executable, "-m", "streams.cli", "worker", "--broker", broker, "--model", model,
+            "--index", str(workdir / f"service-{run}.db"), "--input-topic", self.topics["in"],
+            "--decisions-topic", self.topics["out"], "--dead-letter-topic", self.topics["dead"],
+            "--group", f"bench-{run}", "--partitions", "1", "--web-port", str(self.port),
+            "--batch-size", str(batch), "--batch-wait", "0.05", "--log-level", "WARNING",
+        ]
+        self.log = open(workdir / f"worker-{run}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"worker exited; see {self.log.name}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:  # noqa: S310
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise SystemExit("worker not ready")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def payloads(images: list[bytes], prefix: str) -> list[tuple[bytes, dict[str, Any]]]:
+    return [(f"{prefix}-{i}".encode(), {"id": f"{prefix}-{i}", "data": base64.b64encode(d).decode()})
+            for i, d in enumerate(images)]
+
+
+async def run_service(broker: str, worker: Worker, events: list[tuple[bytes, dict[str, Any]]],
+                      rate: float | None) -> tuple[float, list[float]]:
+    """Produce events (as fast as possible, or at ``rate``/s); returns (events/s, latencies in s)."""
+    consumer = AIOKafkaConsumer(worker.topics["out"], worker.topics["dead"], bootstrap_servers=broker,
+                                auto_offset_reset="latest", group_id=None)
+    await consumer.start()
+    await consumer.seek_to_end()
+    producer = AIOKafkaProducer(bootstrap_servers=broker, max_request_size=16 * 1024 * 1024, linger_ms=5)
+    await producer.start()
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def receive() -> None:
+        while len(latencies) < len(events):
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                now = time.perf_counter()
+                for record in records:
+                    value = json.loads(record.value)
+                    if value.get("id") in sent_at:
+                        latencies.append(now - sent_at.pop(value["id"]))
+        done.set()
+
+    receiver = asyncio.create_task(receive())
+    started = time.perf_counter()
+    for i, (key, value) in enumerate(events):
+        if rate is not None:
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        value["timestamp"] = int(time.time() * 1000)
+        sent_at[value["id"]] = time.perf_counter()
+        await producer.send(worker.topics["in"], json.dumps(value).encode(), key=key)
+    await producer.flush()
+    await asyncio.wait_for(done.wait(), timeout=600)
+    elapsed = time.perf_counter() - started
+    receiver.cancel()
+    await producer.stop()
+    await consumer.stop()
+    return len(events) / elapsed, latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values) * 1000, q)) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="sscd-mini")
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--naive-events", type=int, default=150)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--broker", default=None)
+    parser.add_argument("--no-latency", action="store_true")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="dupstream-bench-"))
+    env_broker = args.broker
+    kafka_env = None
+    if env_broker is None:
+        port = free_port()
+        kafka_env = {**os.environ, "DUPSTREAM_KAFKA_PORT": str(port),
+                     "DUPSTREAM_KAFKA_CONTROLLER_PORT": str(free_port()),
+                     "DUPSTREAM_KAFKA_DATA_DIR": str(workdir / "kafka")}
+        subprocess.run([str(ROOT / "deploy/local/kafka"), "start"], env=kafka_env, check=True,  # noqa: S603
+                       stdout=subprocess.DEVNULL)
+        env_broker = f"127.0.0.1:{port}"
+    try:
+        images = make_images(args.events + args.naive_events)
+        encoder = encoders.create(args.model, device="cpu")
+        results: dict[str, list[float]] = {"encoder path": [], "service": [], "naive loop": []}
+        for r in range(args.repeats):
+            run = f"{os.getpid()}-{r}"
+            worker = Worker(env_broker, args.model, workdir, args.batch, run)
+            try:
+                # warm up the worker (model, index, group) on a few events, then measure
+                asyncio.run(run_service(env_broker, worker, payloads(images[-10:], f"warm{r}"), None))
+                service, _ = asyncio.run(run_service(env_broker, worker, payloads(images[: args.events], f"r{r}"), None))
+            finally:
+                worker.stop()
+            results["service"].append(service)
+            results["encoder path"].append(encoder_path(encoder, images[: args.events], args.batch))
+            results["naive loop"].append(naive_loop(encoder, images[args.events :], workdir))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in results.items()), file=sys.stderr)
+
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print(f"\nmodel {args.model}, batch {args.batch}, {args.events} events, median of {args.repeats} "
+              f"(runs: {json.dumps({k: [round(x, 1) for x in v] for k, v in results.items()})})\n")
+        print("| path | images/s |\n|---|---|")
+        for name, value in med.items():
+            print(f"| {name} | {value:.1f} |")
+        print(f"\nservice / encoder path = {med['service'] / med['encoder path']:.2f}")
+        print(f"service / naive loop   = {med['service'] / med['naive loop']:.1f}")
+
+        if not args.no_latency:
+            print("\n| load | events/s offered | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|")
+            for share in (0.5, 0.9):
+                worker = Worker(env_broker, args.model, workdir, args.batch, f"{os.getpid()}-lat{share}")
+                try:
+                    asyncio.run(run_service(env_broker, worker, payloads(images[-10:], f"wl{share}"), None))
+                    offered = med["service"] * share
+                    count = min(args.events, int(offered * 20))
+                    _, lat = asyncio.run(run_service(env_broker, worker, payloads(images[:count], f"l{share}"),
+                                                     offered))
+                finally:
+                    worker.stop()
+                print(f"| {int(share * 100)}% | {offered:.1f} | {pct(lat, 50):.0f} | {pct(lat, 95):.0f} | "
+                      f"{pct(lat, 99):.0f} |")
+    finally:
+        if kafka_env is not None:
+            subprocess.run([str(ROOT / "deploy/local/kafka"), "stop"], env=kafka_env, check=False)  # noqa: S603
+
+
+if __name__ == "__main__":
+    main()
