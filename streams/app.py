@@ -186,7 +186,7 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
 
     @app.page("/metrics")
     async def metrics_page(self: View, request: Request) -> Response:
-        return self.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        return self.bytes(generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")
     async def healthz(self: View, request: Request) -> Response:
