@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.fixtures.photos import jpeg, sample_photos
-from tests.fixtures.worker import Topics, WorkerProcess, collect, event
+from tests.fixtures.worker import Topics, WorkerProcess, collect, event, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.milvus_server]
 
@@ -99,3 +99,45 @@ def test_concurrent_copies_on_two_partitions_end_as_duplicates(
         assert final[copy_id]["canonical_id"] == original_id
         assert final[original_id]["verdict"] == "unique", (original_id, final[original_id])
     print(f"{len(expected)} concurrent pairs, {corrections} correction decisions")
+
+
+def test_rebalance_when_a_second_worker_joins_loses_nothing(
+    kafka_bootstrap: str, unique_name: str, milvus_server: str, tmp_path: Path
+) -> None:
+    topics = Topics.unique(unique_name)
+    args = ["--collection", unique_name.replace("-", "_"), "--batch-size", "4", "--batch-wait", "0.05"]
+    first = WorkerProcess(
+        kafka_bootstrap, topics, milvus_server, tmp_path / "w1.log", partitions=4, extra_args=args
+    )
+    second = WorkerProcess(
+        kafka_bootstrap, topics, milvus_server, tmp_path / "w2.log", partitions=4, extra_args=args
+    )
+    photos = list(sample_photos().values())
+    events = [
+        event(
+            f"e{i}",
+            data=jpeg(photos[i % len(photos)].rotate(i * 7, expand=True), 80),
+            timestamp=i,
+            tenant=f"t{i}",
+        )
+        for i in range(60)
+    ]
+    try:
+        first.start()
+        produce(kafka_bootstrap, topics.input, events[:30])
+        collect(kafka_bootstrap, [topics.decisions], want=5, timeout_s=120)
+        second.start()  # joins the group: partitions move while the first is busy
+        produce(kafka_bootstrap, topics.input, events[30:])
+        records = collect(kafka_bootstrap, [topics.decisions, topics.dead], want=len(events), timeout_s=240)
+        time.sleep(2)
+        records = collect(kafka_bootstrap, [topics.decisions, topics.dead], want=10**6, timeout_s=5)
+    finally:
+        first.stop()
+        second.stop()
+    by_id: dict[str, list[dict]] = {}
+    for _, value in records:
+        by_id.setdefault(value["id"], []).append(value)
+    assert set(by_id) == {f"e{i}" for i in range(60)}, first.log_tail() + second.log_tail()
+    for image_id, decisions in by_id.items():
+        assert all(d["verdict"] == "unique" for d in decisions), image_id  # every event is its own tenant
+    print(f"{sum(len(d) for d in by_id.values()) - len(by_id)} redelivered decisions after the rebalance")
