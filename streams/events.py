@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,8 @@ __all__ = [
 EVENT_FIELDS = frozenset({"id", "uri", "data", "tenant", "timestamp", "metadata", "op"})
 MAX_ID_CHARS = 256
 MAX_TENANT_CHARS = 128
+MAX_TIMESTAMP_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+_JSON_NUMBER = re.compile(rb"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,20 @@ def _key_id(key: bytes | None) -> str | None:
     return text or None
 
 
+def _is_utf8(text: str) -> bool:
+    """False for strings with lone surrogates (JSON ``"\\ud800"``): they cannot be written back out."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_id(value: Any, what: str = "id") -> str:
     if not isinstance(value, str):
         raise EventError(f"{what} must be a string, got {type(value).__name__}", reason="bad_id")
+    if not _is_utf8(value):
+        raise EventError(f"{what} contains a lone UTF-16 surrogate (not valid Unicode text)", reason="bad_id")
     if not value.strip():
         raise EventError(f"{what} is empty", reason="missing_id")
     if len(value) > MAX_ID_CHARS:
@@ -117,7 +131,7 @@ def _parse_timestamp(value: Any, fallback_ms: int) -> int:
             "timestamp must be epoch milliseconds or ISO-8601, got a boolean", reason="bad_timestamp"
         )
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0 or value > 253402300799999:
+        if not math.isfinite(value) or value < 0 or value > MAX_TIMESTAMP_MS:
             raise EventError(
                 f"timestamp {value!r} is out of range (epoch milliseconds expected)", reason="bad_timestamp"
             )
@@ -131,7 +145,12 @@ def _parse_timestamp(value: Any, fallback_ms: int) -> int:
             raise EventError(
                 f"timestamp {value[:64]!r} has no time zone; add Z or +00:00", reason="bad_timestamp"
             )
-        return int(parsed.timestamp() * 1000)
+        epoch_ms = int(parsed.timestamp() * 1000)
+        if not 0 <= epoch_ms <= MAX_TIMESTAMP_MS:
+            raise EventError(
+                f"timestamp {value[:64]!r} is before 1970 or after 9999 (UTC)", reason="bad_timestamp"
+            )
+        return epoch_ms
     raise EventError(
         f"timestamp must be a number or a string, got {type(value).__name__}", reason="bad_timestamp"
     )
@@ -139,11 +158,16 @@ def _parse_timestamp(value: Any, fallback_ms: int) -> int:
 
 def _looks_like_json(value: bytes) -> bool:
     head = value[:64].lstrip()
-    return (
-        head[:1] in (b"{", b"[", b'"')
-        or head in (b"null", b"true", b"false")
-        or (head[:1].isdigit() and value.strip().replace(b".", b"").replace(b"-", b"").isdigit())
-    )
+    if head[:1] in (b"{", b"[", b'"'):
+        return True
+    if head[:1] not in (b"n", b"t", b"f", b"-") and not head[:1].isdigit():  # no image starts so
+        return False
+    stripped = value.strip()
+    return stripped in (b"null", b"true", b"false") or _JSON_NUMBER.fullmatch(stripped) is not None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
 
 
 def parse_event(
@@ -177,8 +201,8 @@ def parse_event(
             data=value,
         )
     try:
-        body = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        body = json.loads(value, parse_constant=_refuse_constant)  # NaN would make invalid output JSON
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int > 4300 digits
         raise EventError(f"value is not valid JSON: {exc}"[:300], reason="invalid_json") from exc
     if not isinstance(body, dict):
         raise EventError(f"JSON value must be an object, got {type(body).__name__}", reason="not_an_object")
@@ -195,13 +219,19 @@ def parse_event(
     tenant = body.get("tenant", default_tenant)
     if tenant is None:
         tenant = default_tenant
-    if not isinstance(tenant, str) or not tenant or len(tenant) > MAX_TENANT_CHARS:
+    if not isinstance(tenant, str) or not tenant or len(tenant) > MAX_TENANT_CHARS or not _is_utf8(tenant):
         raise EventError(
             f"tenant must be a non-empty string of at most {MAX_TENANT_CHARS} characters", reason="bad_tenant"
         )
-    metadata = body.get("metadata") or {}
+    metadata = body.get("metadata")
+    if metadata is None:
+        metadata = {}
     if not isinstance(metadata, dict):
         raise EventError(f"metadata must be an object, got {type(metadata).__name__}", reason="bad_metadata")
+    if metadata and not _is_utf8(json.dumps(metadata, ensure_ascii=False)):
+        raise EventError(
+            "metadata contains a lone UTF-16 surrogate (not valid Unicode text)", reason="bad_metadata"
+        )
     op = body.get("op")
     if op is not None:
         if op != "delete":
@@ -216,8 +246,8 @@ def parse_event(
     if uri is None and data is None:
         raise EventError("event has neither 'uri' nor 'data'; send exactly one", reason="no_image")
     if uri is not None:
-        if not isinstance(uri, str) or not uri:
-            raise EventError("uri must be a non-empty string", reason="bad_uri")
+        if not isinstance(uri, str) or not uri or not _is_utf8(uri):
+            raise EventError("uri must be a non-empty string of valid Unicode text", reason="bad_uri")
         return ImageEvent(
             id=event_id,
             tenant=tenant,

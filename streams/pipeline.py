@@ -102,6 +102,7 @@ class DedupPipeline:
     def close(self) -> None:
         for pool in (self._decode_pool, self._model_pool, self._index_pool):
             pool.shutdown(wait=True, cancel_futures=True)
+        self.fetcher.close()
 
     # --- stages -------------------------------------------------------------
 

@@ -50,6 +50,10 @@ class WorkerSettings(BaseSettings):
     allow_roots: tuple[Path, ...] = ()
     allow_http: bool = False
     allow_hosts: tuple[str, ...] = ()
+    allow_private_networks: bool = Field(
+        False, description="let http(s) reach loopback/private/link-local addresses (tests, internal stores)"
+    )
+    fetch_timeout_s: float = Field(10.0, gt=0, description="total deadline of one http(s) fetch")
     duplicate_threshold: float | None = None
     similar_threshold: float | None = None
     tenant_thresholds: dict[str, tuple[float, float]] = Field(

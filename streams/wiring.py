@@ -27,6 +27,8 @@ def build_pipeline(settings: WorkerSettings, *, metrics: WorkerMetrics | None = 
             allow_roots=settings.allow_roots,
             allow_http=settings.allow_http,
             allow_hosts=settings.allow_hosts,
+            allow_private_networks=settings.allow_private_networks,
+            timeout_s=settings.fetch_timeout_s,
             max_bytes=settings.max_image_bytes,
         )
     )
