@@ -182,6 +182,12 @@ def main() -> None:
         f"{rate:.1f} | {rss_start:.0f} | {max(samples, default=rss_end):.0f} | {rss_end:.0f} |"
     )
     print(f"outcomes: {json.dumps(dict(sorted(verdicts.items())))}")
+    if samples:
+        marks = {
+            f"{q}%": round(samples[min(len(samples) - 1, len(samples) * q // 100)])
+            for q in (10, 25, 50, 75, 90)
+        }
+        print(f"worker RSS MB over the run (1 s samples): {json.dumps(marks)}")
     if wrong[:5]:
         print(f"first wrong: {wrong[:5]}")
     sys.exit(1 if lost or wrong else 0)
