@@ -44,6 +44,11 @@ format: setup ## apply ruff formatting and safe fixes
 bench: setup ## encoder speed benchmark (see docs/encoders.md)
 	$(BIN)/python bench/encoders.py
 
+quality: setup ## copy-detection benchmark with peers (fetches two pinned Debian packages once)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[quality]'
+	$(BIN)/python -m streams.quality.data
+	$(BIN)/python bench/quality.py
+
 kafka-start: ## start the local broker (prints its bootstrap address)
 	@deploy/local/kafka start
 
@@ -53,4 +58,4 @@ kafka-stop: ## stop the local broker
 clean: ## remove the virtual environment and local data
 	rm -rf $(VENV) .local
 
-.PHONY: help setup demo test test-all lint format bench kafka-start kafka-stop clean
+.PHONY: help setup demo test test-all lint format bench quality kafka-start kafka-stop clean
