@@ -60,7 +60,10 @@ def photos() -> list[Image.Image]:
     from skimage import data
     from sklearn.datasets import load_sample_images
 
-    out = [Image.fromarray(getattr(data, n)()).convert("RGB") for n in ("astronaut", "chelsea", "coffee", "rocket")]
+    out = [
+        Image.fromarray(getattr(data, n)()).convert("RGB")
+        for n in ("astronaut", "chelsea", "coffee", "rocket")
+    ]
     left, right, _ = data.stereo_motorcycle()
     out += [Image.fromarray(left), Image.fromarray(right)]
     out += [Image.fromarray(a) for a in load_sample_images().images]
@@ -116,8 +119,9 @@ def encoder_path(encoder: Any, images: list[bytes], batch: int, threads: int = 4
 
 def naive_loop(encoder: Any, images: list[bytes], workdir: Path) -> float:
     """images/s: one image at a time — decode, encode, search, insert — on milvus-lite."""
-    store = MilvusStore(uri=str(workdir / f"naive-{time.monotonic_ns()}.db"), dim=encoder.dim,
-                        model_id=encoder.info.model_id)
+    store = MilvusStore(
+        uri=str(workdir / f"naive-{time.monotonic_ns()}.db"), dim=encoder.dim, model_id=encoder.info.model_id
+    )
     store.ensure_collection()
     started = time.perf_counter()
     for i, data in enumerate(images):
@@ -133,24 +137,49 @@ def naive_loop(encoder: Any, images: list[bytes], workdir: Path) -> float:
 
 
 class Worker:
-    def __init__(self, broker: str, model: str, workdir: Path, batch: int, run: str) -> None:
+    def __init__(
+        self, broker: str, model: str, workdir: Path, batch: int, run: str, wait: float = 0.2
+    ) -> None:
         self.port = free_port()
         self.topics = {"in": f"bench-{run}-in", "out": f"bench-{run}-out", "dead": f"bench-{run}-dead"}
         command = [
-            sys.executable, "-m", "streams.cli", "worker", "--broker", broker, "--model", model,
-            "--index", str(workdir / f"service-{run}.db"), "--input-topic", self.topics["in"],
-            "--decisions-topic", self.topics["out"], "--dead-letter-topic", self.topics["dead"],
-            "--group", f"bench-{run}", "--partitions", "1", "--web-port", str(self.port),
-            "--batch-size", str(batch), "--batch-wait", "0.05", "--log-level", "WARNING",
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "worker",
+            "--broker",
+            broker,
+            "--model",
+            model,
+            "--index",
+            str(workdir / f"service-{run}.db"),
+            "--input-topic",
+            self.topics["in"],
+            "--decisions-topic",
+            self.topics["out"],
+            "--dead-letter-topic",
+            self.topics["dead"],
+            "--group",
+            f"bench-{run}",
+            "--partitions",
+            "1",
+            "--web-port",
+            str(self.port),
+            "--batch-size",
+            str(batch),
+            "--batch-wait",
+            str(wait),
+            "--log-level",
+            "WARNING",
         ]
         self.log = open(workdir / f"worker-{run}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"worker exited; see {self.log.name}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -167,15 +196,23 @@ class Worker:
 
 
 def payloads(images: list[bytes], prefix: str) -> list[tuple[bytes, dict[str, Any]]]:
-    return [(f"{prefix}-{i}".encode(), {"id": f"{prefix}-{i}", "data": base64.b64encode(d).decode()})
-            for i, d in enumerate(images)]
+    return [
+        (f"{prefix}-{i}".encode(), {"id": f"{prefix}-{i}", "data": base64.b64encode(d).decode()})
+        for i, d in enumerate(images)
+    ]
 
 
-async def run_service(broker: str, worker: Worker, events: list[tuple[bytes, dict[str, Any]]],
-                      rate: float | None) -> tuple[float, list[float]]:
+async def run_service(
+    broker: str, worker: Worker, events: list[tuple[bytes, dict[str, Any]]], rate: float | None
+) -> tuple[float, list[float]]:
     """Produce events (as fast as possible, or at ``rate``/s); returns (events/s, latencies in s)."""
-    consumer = AIOKafkaConsumer(worker.topics["out"], worker.topics["dead"], bootstrap_servers=broker,
-                                auto_offset_reset="latest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        worker.topics["out"],
+        worker.topics["dead"],
+        bootstrap_servers=broker,
+        auto_offset_reset="latest",
+        group_id=None,
+    )
     await consumer.start()
     await consumer.seek_to_end()
     producer = AIOKafkaProducer(bootstrap_servers=broker, max_request_size=16 * 1024 * 1024, linger_ms=5)
@@ -218,11 +255,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="sscd-mini")
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--naive-events", type=int, default=150)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch-wait", type=float, default=0.2, help="the worker's max wait to fill a batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--broker", default=None)
     parser.add_argument("--no-latency", action="store_true")
@@ -233,11 +273,18 @@ def main() -> None:
     kafka_env = None
     if env_broker is None:
         port = free_port()
-        kafka_env = {**os.environ, "DUPSTREAM_KAFKA_PORT": str(port),
-                     "DUPSTREAM_KAFKA_CONTROLLER_PORT": str(free_port()),
-                     "DUPSTREAM_KAFKA_DATA_DIR": str(workdir / "kafka")}
-        subprocess.run([str(ROOT / "deploy/local/kafka"), "start"], env=kafka_env, check=True,  # noqa: S603
-                       stdout=subprocess.DEVNULL)
+        kafka_env = {
+            **os.environ,
+            "DUPSTREAM_KAFKA_PORT": str(port),
+            "DUPSTREAM_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "DUPSTREAM_KAFKA_DATA_DIR": str(workdir / "kafka"),
+        }
+        subprocess.run(
+            [str(ROOT / "deploy/local/kafka"), "start"],
+            env=kafka_env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         env_broker = f"127.0.0.1:{port}"
     try:
         images = make_images(args.events + args.naive_events)
@@ -245,21 +292,40 @@ def main() -> None:
         results: dict[str, list[float]] = {"encoder path": [], "service": [], "naive loop": []}
         for r in range(args.repeats):
             run = f"{os.getpid()}-{r}"
-            worker = Worker(env_broker, args.model, workdir, args.batch, run)
+            worker = Worker(env_broker, args.model, workdir, args.batch, run, args.batch_wait)
             try:
                 # warm up the worker (model, index, group) on a few events, then measure
                 asyncio.run(run_service(env_broker, worker, payloads(images[-10:], f"warm{r}"), None))
-                service, _ = asyncio.run(run_service(env_broker, worker, payloads(images[: args.events], f"r{r}"), None))
+                service, _ = asyncio.run(
+                    run_service(env_broker, worker, payloads(images[: args.events], f"r{r}"), None)
+                )
+                _, metrics_text = (
+                    urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics").status,
+                    urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics").read().decode(),
+                )
             finally:
                 worker.stop()
+            sums = {
+                line.split()[0]: float(line.split()[1])
+                for line in metrics_text.splitlines()
+                if line.startswith(("dupstream_batch_size_events_sum", "dupstream_batch_size_events_count"))
+            }
+            if sums.get("dupstream_batch_size_events_count"):
+                mean = sums["dupstream_batch_size_events_sum"] / sums["dupstream_batch_size_events_count"]
+                print(f"mean worker batch: {mean:.1f} events", file=sys.stderr)
             results["service"].append(service)
             results["encoder path"].append(encoder_path(encoder, images[: args.events], args.batch))
             results["naive loop"].append(naive_loop(encoder, images[args.events :], workdir))
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in results.items()), file=sys.stderr)
+            print(
+                f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in results.items()),
+                file=sys.stderr,
+            )
 
         med = {k: statistics.median(v) for k, v in results.items()}
-        print(f"\nmodel {args.model}, batch {args.batch}, {args.events} events, median of {args.repeats} "
-              f"(runs: {json.dumps({k: [round(x, 1) for x in v] for k, v in results.items()})})\n")
+        print(
+            f"\nmodel {args.model}, batch {args.batch}, {args.events} events, median of {args.repeats} "
+            f"(runs: {json.dumps({k: [round(x, 1) for x in v] for k, v in results.items()})})\n"
+        )
         print("| path | images/s |\n|---|---|")
         for name, value in med.items():
             print(f"| {name} | {value:.1f} |")
@@ -269,20 +335,25 @@ def main() -> None:
         if not args.no_latency:
             print("\n| load | events/s offered | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|")
             for share in (0.5, 0.9):
-                worker = Worker(env_broker, args.model, workdir, args.batch, f"{os.getpid()}-lat{share}")
+                worker = Worker(
+                    env_broker, args.model, workdir, args.batch, f"{os.getpid()}-lat{share}", args.batch_wait
+                )
                 try:
                     asyncio.run(run_service(env_broker, worker, payloads(images[-10:], f"wl{share}"), None))
                     offered = med["service"] * share
                     count = min(args.events, int(offered * 20))
-                    _, lat = asyncio.run(run_service(env_broker, worker, payloads(images[:count], f"l{share}"),
-                                                     offered))
+                    _, lat = asyncio.run(
+                        run_service(env_broker, worker, payloads(images[:count], f"l{share}"), offered)
+                    )
                 finally:
                     worker.stop()
-                print(f"| {int(share * 100)}% | {offered:.1f} | {pct(lat, 50):.0f} | {pct(lat, 95):.0f} | "
-                      f"{pct(lat, 99):.0f} |")
+                print(
+                    f"| {int(share * 100)}% | {offered:.1f} | {pct(lat, 50):.0f} | {pct(lat, 95):.0f} | "
+                    f"{pct(lat, 99):.0f} |"
+                )
     finally:
         if kafka_env is not None:
-            subprocess.run([str(ROOT / "deploy/local/kafka"), "stop"], env=kafka_env, check=False)  # noqa: S603
+            subprocess.run([str(ROOT / "deploy/local/kafka"), "stop"], env=kafka_env, check=False)
 
 
 if __name__ == "__main__":
