@@ -202,6 +202,39 @@ def payloads(images: list[bytes], prefix: str) -> list[tuple[bytes, dict[str, An
     ]
 
 
+async def produce_backlog(broker: str, topic: str, events: list[tuple[bytes, dict[str, Any]]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=broker, max_request_size=16 * 1024 * 1024, linger_ms=5)
+    await producer.start()
+    try:
+        for key, value in events:
+            value["timestamp"] = int(time.time() * 1000)
+            await producer.send(topic, json.dumps(value).encode(), key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def drain_rate(broker: str, worker: Worker, count: int) -> float:
+    """events/s while a started worker drains a backlog: (N - 1) / (last - first decision)."""
+    consumer = AIOKafkaConsumer(
+        worker.topics["out"],
+        worker.topics["dead"],
+        bootstrap_servers=broker,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    arrivals: list[float] = []
+    try:
+        deadline = time.monotonic() + 900
+        while len(arrivals) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                arrivals.extend(time.perf_counter() for _ in records)
+    finally:
+        await consumer.stop()
+    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+
+
 async def run_service(
     broker: str, worker: Worker, events: list[tuple[bytes, dict[str, Any]]], rate: float | None
 ) -> tuple[float, list[float]]:
@@ -289,7 +322,12 @@ def main() -> None:
     try:
         images = make_images(args.events + args.naive_events)
         encoder = encoders.create(args.model, device="cpu")
-        results: dict[str, list[float]] = {"encoder path": [], "service": [], "naive loop": []}
+        results: dict[str, list[float]] = {
+            "encoder path": [],
+            "service": [],
+            "service (backlog)": [],
+            "naive loop": [],
+        }
         for r in range(args.repeats):
             run = f"{os.getpid()}-{r}"
             worker = Worker(env_broker, args.model, workdir, args.batch, run, args.batch_wait)
@@ -314,6 +352,18 @@ def main() -> None:
                 mean = sums["dupstream_batch_size_events_sum"] / sums["dupstream_batch_size_events_count"]
                 print(f"mean worker batch: {mean:.1f} events", file=sys.stderr)
             results["service"].append(service)
+            # the same events as a backlog produced before the worker starts: the drain rate
+            # excludes the producer's CPU and the worker's start-up
+            topics_run = f"{os.getpid()}-b{r}"
+            backlog = payloads(images[: args.events], f"b{r}")
+            asyncio.run(produce_backlog(env_broker, f"bench-{topics_run}-in", backlog))
+            drainer = Worker(env_broker, args.model, workdir, args.batch, topics_run, args.batch_wait)
+            try:
+                results["service (backlog)"].append(
+                    asyncio.run(drain_rate(env_broker, drainer, len(backlog)))
+                )
+            finally:
+                drainer.stop()
             results["encoder path"].append(encoder_path(encoder, images[: args.events], args.batch))
             results["naive loop"].append(naive_loop(encoder, images[args.events :], workdir))
             print(
@@ -330,6 +380,7 @@ def main() -> None:
         for name, value in med.items():
             print(f"| {name} | {value:.1f} |")
         print(f"\nservice / encoder path = {med['service'] / med['encoder path']:.2f}")
+        print(f"service (backlog) / encoder path = {med['service (backlog)'] / med['encoder path']:.2f}")
         print(f"service / naive loop   = {med['service'] / med['naive loop']:.1f}")
 
         if not args.no_latency:
