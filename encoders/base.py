@@ -54,8 +54,16 @@ class Encoder(abc.ABC):
 
     @property
     def draft_size(self) -> int:
-        """Smallest decode size that loses nothing for this model (JPEG draft mode)."""
-        return self.preprocess.input_size
+        """Smallest decode size that loses nothing for this model (JPEG draft mode).
+
+        Draft mode keeps each side >= this. ``squash`` and ``longer_pad`` never need more than the
+        input size; ``shorter_center_crop`` first scales the shorter side to ``input_size /
+        crop_pct`` (256 for 224 at 0.875), so a draft at the input size alone would be upscaled.
+        """
+        config = self.preprocess
+        if config.resize == "shorter_center_crop":
+            return max(config.input_size, round(config.input_size / config.crop_pct))
+        return config.input_size
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """Resize one RGB image to model input: uint8 (S, S, 3)."""

@@ -270,7 +270,11 @@ def _scale_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Any Pillow mode to a new RGB image; alpha composited on ``background``."""
+    """Any Pillow mode to RGB; alpha composited on ``background``.
+
+    An RGB ``image`` is returned as is (no copy): the caller passes a fresh image, never the
+    opened file (see :func:`_apply_orientation`).
+    """
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         grey = Image.fromarray(_scale_to_uint8(np.asarray(image), mode))
@@ -281,17 +285,21 @@ def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image
         base = Image.new("RGBA", rgba.size, (*background, 255))
         return Image.alpha_composite(base, rgba).convert("RGB")
     if mode == "RGB":
-        return image.copy()
+        return image
     return image.convert("RGB")
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
-    """EXIF orientation applied; a corrupt EXIF block leaves the image as stored."""
+    """A new image with the EXIF orientation applied; a corrupt EXIF block leaves it as stored.
+
+    Always a new image (``exif_transpose`` copies when there is nothing to rotate), so
+    :func:`_to_rgb` need not copy an RGB result again: one full-image copy per decode, not two.
+    """
     try:
         return ImageOps.exif_transpose(image)
     except Exception as exc:  # a broken EXIF must never lose the image: any parser error means "no rotation"
         logger.debug("ignoring unreadable EXIF orientation: %s: %s", type(exc).__name__, exc)
-        return image
+        return image.copy()
 
 
 # --------------------------------------------------------------------------------------- decoding

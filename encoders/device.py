@@ -24,8 +24,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         resolved = torch.device(device)
     except RuntimeError as exc:
         raise EncoderError(f"unknown device {device!r}: expected auto, cpu, cuda[:N] or mps") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise EncoderError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EncoderError(
+                f"device {device!r} requested but CUDA is not available; use --device cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise EncoderError(
+                f"device {device!r} requested but only {count} CUDA device(s) are visible "
+                f"(cuda:0..cuda:{count - 1}); check CUDA_VISIBLE_DEVICES"
+            )
+    if resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise EncoderError(
+                f"device {device!r} requested but MPS is not available; use --device cpu or auto"
+            )
     return resolved
 
 

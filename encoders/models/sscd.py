@@ -127,6 +127,12 @@ class OnnxEncoder(Encoder):
         path: the ``.onnx`` file.
         num_threads: intra-op threads; default: the CPUs this process may run on.
         providers: onnxruntime execution providers; default ``["CPUExecutionProvider"]``.
+
+    The session runs sequentially with every graph optimisation (``ORT_ENABLE_ALL``: its NCHWc
+    conv layout is 2-3x faster than ``ORT_ENABLE_EXTENDED`` here) and intra-op threads that block
+    instead of spinning when they run out of work: spinning costs nothing on an idle machine but
+    takes CPU from the decode threads the service runs beside the model and from other processes
+    (see docs/encoders.md, ``bench/encoders.py --sections ort``).
     """
 
     def __init__(
@@ -159,6 +165,7 @@ class OnnxEncoder(Encoder):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = self.num_threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = providers or ["CPUExecutionProvider"]
         self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
         self._session = ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)

@@ -175,10 +175,13 @@ def test_no_readable_image_writes_an_empty_file(tmp_path: Path) -> None:
         assert saved["vectors"].shape == (0, 64) and saved["vectors"].dtype == np.float32
 
 
-def test_out_without_npz_suffix_is_the_file_reported(tmp_path: Path, photos: dict[str, bytes]) -> None:
+def test_out_without_npz_suffix_is_written_exactly_there(tmp_path: Path, photos: dict[str, bytes]) -> None:
     (path,) = write(tmp_path / "in", {"coffee.png": photos["coffee.png"]})
-    out = tmp_path / "vectors"
+    out = tmp_path / "vectors"  # np.savez(path) alone would write vectors.npz instead
 
     summary, _ = embed("--model", "phash", "--out", str(out), str(path))
 
-    assert Path(str(summary["out"])).is_file()
+    assert summary["out"] == str(out)
+    assert not out.with_suffix(".npz").exists()
+    with np.load(out) as saved:
+        assert saved["ids"].tolist() == [str(path)]
