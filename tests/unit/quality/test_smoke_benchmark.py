@@ -3,8 +3,8 @@
 Floors are quality floors for ``sscd-mini``, not timings. Measured on the smoke benchmark (seed
 0; 7 references, 36 edited copies, 4 negative and 2 hard-negative queries), identical with AugLy's
 fonts/emoji and with the DejaVu fallback: µAP 0.933 overall and 0.994 on L1; F1 0.754 at the
-provisional threshold 0.75 and 0.813 at the calibrated 0.60, now the service default
-(docs/quality.md). The floors
+provisional threshold 0.75 and 0.813 at 0.60, calibrated at 320 px (sscd-mini now defaults to 224 px
+with 0.55; docs/quality.md). The floors
 sit about 0.05-0.1 below: one query changing side moves F1 by about 0.02 and µAP by about 0.03,
 so a few queries may move with another Pillow or onnxruntime build, but a failure means a real
 regression in decoding, preprocessing, the model or the metrics. The smoke set is too small to
@@ -26,7 +26,7 @@ from streams.quality.evaluate import EvalReport
 
 MICRO_AP_FLOOR = 0.85
 MICRO_AP_L1_FLOOR = 0.95
-F1_FLOOR_AT_DEFAULT = 0.72  # at the service default for sscd-mini (streams.settings): the calibrated 0.60
+F1_FLOOR_AT_DEFAULT = 0.72  # at the service default for sscd-mini (streams.settings)
 F1_FLOOR_AT_CALIBRATED = 0.72  # at the calibrated duplicate threshold of docs/quality.md
 CALIBRATED_DUPLICATE = 0.60
 
