@@ -30,7 +30,7 @@ demo: setup ## start a local Kafka, run real photos through a worker, print deci
 		deploy/local/kafka stop; exit $$status
 
 test: setup ## run the test suite (starts and stops its own Kafka broker and Milvus server)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -v -m "not slow" $(PYTEST_ARGS)
 
 test-all: setup ## the test suite including slow tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
