@@ -1,8 +1,8 @@
 """Encoder speed benchmark: decode, preprocess, model and end-to-end images/s on this machine.
 
-    .venv/bin/python bench/encoders.py                  # every section, 5 repeats (~10 min on 2 cores)
-    .venv/bin/python bench/encoders.py --quick          # 2 repeats, fewer images (~2 min)
-    .venv/bin/python bench/encoders.py --sections main  # one section: main, sizes, threads, ort, backends
+    .venv/bin/python bench/encoders.py                  # all sections, 5 runs per figure (~12 min, 2 cores)
+    .venv/bin/python bench/encoders.py --quick          # 2 runs of ~0.3 s per figure (~4 min)
+    .venv/bin/python bench/encoders.py --sections main  # some of: main sizes threads ort backends parity
 
 Inputs: scikit-image's astronaut, chelsea, coffee, rocket and motorcycle (left) and scikit-learn's
 china and flower, resized (Lanczos) so the longer side is 640 px and saved as JPEG at quality 90.
@@ -20,11 +20,13 @@ Sections:
               thread, and with a decode thread pool preparing batch k+1 while the model runs batch k
               (how the service overlaps them).
 ``sizes``     sscd-mini at input 224, 256, 288 and 320: the model at batch 8 and 32, end to end.
-``threads``   sscd-mini end to end at batch 32 with 1, 2 and 4 decode threads.
+``threads``   sscd-mini (224 and 320 px) end to end at batch 32: decode on the model's thread, or in
+              a pool of 1, 2 or 4 threads.
 ``ort``       sscd-mini under onnxruntime session options (spinning, intra-op threads,
               graph optimisation level).
-``backends``  sscd and sscd-mini at batch 32, model only: onnxruntime against torch float32 (and
-              torch bfloat16 channels_last, which uses AMX/AVX-512-BF16 where the CPU has them).
+``backends``  sscd and sscd-mini at batch 32, model only (and end to end for sscd-mini): onnxruntime
+              against torch float32 and torch bfloat16 channels_last (AMX/AVX-512-BF16 where the
+              CPU has them).
 ``parity``    not a speed: the cosine between onnxruntime's and torch's vectors of each photo.
 
 Besides images/s, each timed run records the process CPU time (all threads) per image; the
@@ -504,19 +506,33 @@ def section_backends(ctx: Context) -> str:
         "torch float32": {"backend": "torch"},
         "torch bfloat16, channels_last": {"backend": "torch", "dtype": "bf16", "channels_last": True},
     }
+    rows_keys = []
+    sizes = {}
     for name in names:
+        # end to end only for sscd-mini: torch float32 sscd needs ~10 s a batch on 2 cores
+        kinds = ("model", "pooled") if name == "sscd-mini" else ("model",)
+        rows_keys += [(name, kind) for kind in kinds]
         for label, kwargs in variants.items():
             encoder = encoders.create(name, device="cpu", **kwargs)
-            runner.add(
-                (name, label),
-                model_only(encoder, prepared_batch(encoder, ctx.jpegs), 32),
-                batch=32,
-                min_batches=1,
-            )
+            sizes[name] = encoder.preprocess.input_size
+            prepared = prepared_batch(encoder, ctx.jpegs)
+            runner.add((name, label, "model"), model_only(encoder, prepared, 32), batch=32, min_batches=1)
+            if "pooled" in kinds:
+                pooled = end_to_end_pooled(encoder, load_fn(encoder, draft=True), ctx.jpegs, 32, ctx.pool)
+                runner.add((name, label, "pooled"), pooled, batch=32, min_batches=3)
     runner.go("backends")
-    rows = [[f"`{n}`", *(fmt(runner.median((n, label))) for label in variants)] for n in names]
+    what = {"model": "model only", "pooled": f"end to end, {ctx.args.decode_threads} decode threads"}
+    rows = [
+        [
+            f"`{name}`",
+            str(sizes[name]),
+            what[kind],
+            *(fmt(runner.median((name, label, kind))) for label in variants),
+        ]
+        for name, kind in rows_keys
+    ]
     ctx.samples["backends"] = runner.samples()
-    return table(["model only, batch 32, 320 px", *variants], rows)
+    return table(["batch 32", "input px", "", *variants], rows)
 
 
 def section_parity(ctx: Context) -> str:
@@ -533,11 +549,11 @@ def section_parity(ctx: Context) -> str:
         for label, kwargs in variants.items():
             other = encoders.create(name, device="cpu", **kwargs).embed_prepared(prepared)
             cosine = np.einsum("ij,ij->i", expected, other)
+            size = str(reference.preprocess.input_size)
             rows.append(
-                [f"`{name}`", f"onnxruntime vs {label}", f"{cosine.min():.4f}", f"{cosine.max():.4f}"]
+                [f"`{name}`", size, f"onnxruntime vs {label}", f"{cosine.min():.4f}", f"{cosine.max():.4f}"]
             )
-    size = encoders.create("sscd-mini", device="cpu", backend="onnx").preprocess.input_size
-    header = [f"parity ({len(ctx.jpegs)} photos, {size} px)", "backends", "min cosine", "max cosine"]
+    header = [f"parity ({len(ctx.jpegs)} photos)", "input px", "backends", "min cosine", "max cosine"]
     return table(header, rows)
 
 
