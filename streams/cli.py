@@ -249,7 +249,7 @@ def embed(
     out: Annotated[Path, typer.Option(help="output .npz with ids and vectors")],
     model: Annotated[str, typer.Option(envvar="DUPSTREAM_MODEL")] = "sscd-mini",
     device: Annotated[str, typer.Option()] = "auto",
-    batch_size: Annotated[int, typer.Option()] = 32,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
     """Write embeddings of images to an .npz (``ids``: paths as given, ``vectors``: N x D float32).
 
@@ -258,8 +258,13 @@ def embed(
     _configure_logging("WARNING")
     from streams.embed import embed_files
 
+    if not out.parent.is_dir():
+        typer.echo(f"--out folder {out.parent} does not exist", err=True)
+        raise typer.Exit(2)
     count, skipped = embed_files(paths, out=out, model=model, device=device, batch_size=batch_size)
     typer.echo(json.dumps({"written": count, "skipped": skipped, "out": str(out)}))
+    if count == 0 and skipped:
+        raise typer.Exit(1)
 
 
 @app.command()

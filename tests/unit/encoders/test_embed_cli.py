@@ -163,16 +163,32 @@ def test_batches_smaller_than_input_give_the_same_vectors(tmp_path: Path, photos
         np.testing.assert_allclose(three["vectors"], one["vectors"], atol=1e-5)
 
 
-def test_no_readable_image_writes_an_empty_file(tmp_path: Path) -> None:
+def test_no_readable_image_writes_an_empty_file_and_fails(tmp_path: Path) -> None:
+    from streams.cli import app
+
     (tmp_path / "junk.jpg").write_bytes(b"not an image")
     out = tmp_path / "v.npz"
 
-    summary, _ = embed("--model", "phash", "--out", str(out), str(tmp_path / "junk.jpg"))
+    result = CliRunner().invoke(
+        app, ["embed", "--model", "phash", "--out", str(out), str(tmp_path / "junk.jpg")]
+    )
 
-    assert summary == {"written": 0, "skipped": 1, "out": str(out)}
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {"written": 0, "skipped": 1, "out": str(out)}
     with np.load(out) as saved:
         assert saved["ids"].shape == (0,)
         assert saved["vectors"].shape == (0, 64) and saved["vectors"].dtype == np.float32
+
+
+def test_missing_out_folder_and_zero_batch_are_refused_up_front(tmp_path: Path) -> None:
+    from streams.cli import app
+
+    missing = CliRunner().invoke(
+        app, ["embed", "--model", "phash", "--out", str(tmp_path / "no" / "v.npz"), "x"]
+    )
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr
+    zero = CliRunner().invoke(app, ["embed", "--model", "phash", "--batch-size", "0", "--out", "v.npz", "x"])
+    assert zero.exit_code == 2
 
 
 def test_out_without_npz_suffix_is_written_exactly_there(tmp_path: Path, photos: dict[str, bytes]) -> None:
