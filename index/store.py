@@ -10,6 +10,7 @@ The store is synchronous and thread-safe; async callers run it in an executor.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -645,6 +646,16 @@ class MilvusStore:
         except IndexStoreError:
             raise
         except Exception as exc:
+            if "not loaded" in str(exc) and op != "load":
+                # A restarted server comes back with the collection released: load it again and
+                # let the caller retry, rather than fail the batch as if the request were bad.
+                with contextlib.suppress(Exception):
+                    self._client.load_collection(self.collection, timeout=self._setup_timeout)
+                raise IndexUnavailableError(
+                    f"collection {self.collection!r} at {self._where} was not loaded (server restarted?); "
+                    "loading it again, retry",
+                    reason="index_unavailable",
+                ) from exc
             raise translate(exc, op=op, collection=self.collection, where=self._where) from exc
 
 
