@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import logging
 import time
@@ -76,6 +77,19 @@ class _Work:
     candidates: list[Candidate] = field(default_factory=list)
     canonical_id: str = ""
     error: Exception | None = None
+
+    def record(self) -> IndexRecord:
+        """What the index stores for this (encoded) image."""
+        assert self.vector is not None  # only encoded images are stored
+        return IndexRecord(
+            tenant=self.event.tenant,
+            image_id=self.event.id,
+            ts=self.event.timestamp_ms,
+            vector=self.vector,
+            content_hash=self.content_hash,
+            pixel_hash=self.pixel_hash,
+            canonical_id=self.canonical_id,
+        )
 
 
 class DedupPipeline:
@@ -194,19 +208,7 @@ class DedupPipeline:
         decided = self._decide(live)
 
         t0 = time.perf_counter()
-        records = [
-            IndexRecord(
-                image_id=w.event.id,
-                tenant=w.event.tenant,
-                ts=w.event.timestamp_ms,
-                vector=w.vector,
-                content_hash=w.content_hash,
-                pixel_hash=w.pixel_hash,
-                canonical_id=w.canonical_id,
-            )
-            for w in to_encode
-            if w.vector is not None
-        ]
+        records = [w.record() for w in to_encode if w.vector is not None]
         if records:
             await self._in(self._index_pool, self.store.upsert, records)
         for position, delete in deletes:
@@ -354,18 +356,7 @@ class DedupPipeline:
                     canonical = match.canonical_id or match.image_id
                     target, target_ts, source = event.id, event.timestamp_ms, event.source.to_dict()
                     work.canonical_id = canonical
-                    assert work.vector is not None  # encoded images only
-                    updates.append(
-                        IndexRecord(
-                            tenant=event.tenant,
-                            image_id=event.id,
-                            ts=event.timestamp_ms,
-                            vector=work.vector,
-                            content_hash=work.content_hash,
-                            pixel_hash=work.pixel_hash,
-                            canonical_id=canonical,
-                        )
-                    )
+                    updates.append(work.record())
                     matched_id = match.image_id
                 elif match.order_key > event.order_key and match.canonical_id in ("", match.image_id):
                     # a later image that took itself for an original
@@ -377,17 +368,7 @@ class DedupPipeline:
                         continue
                     canonical = work.canonical_id
                     target, target_ts, source = match.image_id, match.ts, None
-                    updates.append(
-                        IndexRecord(
-                            tenant=record.tenant,
-                            image_id=record.image_id,
-                            ts=record.ts,
-                            vector=record.vector,
-                            content_hash=record.content_hash,
-                            pixel_hash=record.pixel_hash,
-                            canonical_id=canonical,
-                        )
-                    )
+                    updates.append(dataclasses.replace(record, canonical_id=canonical))
                     matched_id = event.id
                 else:
                     continue
