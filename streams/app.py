@@ -1,9 +1,10 @@
 """The faust application: one agent that micro-batches image events through the pipeline.
 
-Delivery: at least once. ``take_events`` acks a batch only after our code returns, and our code
-returns only after every decision and dead letter of the batch is acknowledged by the broker, so a
-committed offset always has its decision downstream. A retriable backend failure (Milvus down) is
-retried with back-off on the same batch; the batch is never acked half-done.
+Delivery: at least once. Every message is held (an extra reference) until every decision and dead
+letter of its batch is acknowledged by the broker, so a committed offset always has its decision
+downstream. Batch k+1 is decoded and encoded while batch k is searched, upserted and produced.
+A retriable backend failure (Milvus down) is retried with back-off on the same batch; the batch is
+never acked half-done.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import faust
 from faust.types import StreamT, TopicT
@@ -23,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from encoders.errors import DupstreamError
 from streams.events import InboundMessage, Source
 from streams.metrics import WorkerMetrics
-from streams.pipeline import DedupPipeline, Outgoing
+from streams.pipeline import DedupPipeline, Outgoing, PreparedBatch
 from streams.settings import WorkerSettings
 
 __all__ = ["build_app"]
@@ -31,6 +33,8 @@ __all__ = ["build_app"]
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+
+T = TypeVar("T")
 
 
 def _to_inbound(event: Any) -> InboundMessage:
@@ -110,11 +114,12 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
         await asyncio.gather(*futures)
         metrics.stage_seconds.labels("produce").observe(time.perf_counter() - started)
 
-    async def decide(batch: list[InboundMessage]) -> list[Outgoing]:
+    async def with_retries(batch: list[InboundMessage], step: Callable[[], Awaitable[T]]) -> T:
+        """Run one pipeline step, retrying retriable backend failures with back-off."""
         delay = 0.5
         while True:
             try:
-                return await pipeline.process(batch)
+                return await step()
             except DupstreamError as exc:
                 if not exc.retriable:
                     raise
@@ -131,17 +136,28 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
 
-    async def handle(stream: StreamT, events: list[Any]) -> None:
-        batch = [_to_inbound(event) for event in events]
+    async def prepare(batch: list[InboundMessage]) -> PreparedBatch | Exception:
         try:
-            outgoing = await decide(batch)
+            return await with_retries(batch, lambda: pipeline.prepare(batch))
+        except Exception as exc:  # a bug: the batch is dead-lettered by commit()
+            logger.exception("prepare failed on %s..%s", batch[0].source, batch[-1].source)
+            return exc
+
+    async def commit(
+        stream: StreamT, events: list[Any], batch: list[InboundMessage], prepared: PreparedBatch | Exception
+    ) -> None:
+        try:
+            if isinstance(prepared, Exception):
+                raise prepared
+            ready = prepared
+            outgoing = await with_retries(batch, lambda: pipeline.commit(ready))
         except Exception as exc:  # a bug: keep every event, as a dead letter, and go on
             logger.exception(
                 "pipeline failed on %s..%s; dead-lettering the batch", batch[0].source, batch[-1].source
             )
             outgoing = _internal_error_letters(batch, exc)
         await emit(outgoing)
-        for event in events:  # take_events acks too; acking here first survives a cancelled agent
+        for event in events:  # the hold taken in the agent: now the offsets may be committed
             await stream.ack(event)
         state["last_ok"] = time.time()
         state["last_error"] = None
@@ -151,19 +167,50 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
 
     @app.agent(source)
     async def dedup(stream: StreamT) -> None:
+        """Prepare batch k+1 (decode, encode) while batch k commits (search, upsert, produce).
+
+        ``take_events`` acks a batch as soon as the next one is asked for, so each message is held
+        (an extra reference) until its own commit has produced every decision: only then can its
+        offset be committed. Commits run one at a time, in order.
+        """
         take_events = stream.take_events  # type: ignore[attr-defined]  # faust-streaming, not in StreamT
-        async for events in take_events(settings.batch_size, within=settings.batch_wait_s):
-            task = asyncio.ensure_future(handle(stream, list(events)))
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                # faust stops agents by cancelling them: finish the batch in flight so its
-                # decisions are produced and its offsets committed, then stop.
-                if not task.done():
-                    logger.info("stopping: finishing the batch in flight (%d events)", len(events))
-                    with contextlib.suppress(Exception, asyncio.CancelledError):
-                        await asyncio.wait_for(task, timeout=settings.shutdown_grace_s)
-                raise
+        committing: asyncio.Task[None] | None = None
+        preparing: asyncio.Task[PreparedBatch | Exception] | None = None
+        held: tuple[list[Any], list[InboundMessage]] | None = None
+        try:
+            async for taken in take_events(settings.batch_size, within=settings.batch_wait_s):
+                events = list(taken)
+                for event in events:
+                    event.message.incref()
+                batch = [_to_inbound(event) for event in events]
+                held = (events, batch)
+                preparing = asyncio.ensure_future(prepare(batch))
+                prepared = await asyncio.shield(preparing)
+                if committing is not None:
+                    await asyncio.shield(committing)
+                committing = asyncio.ensure_future(commit(stream, events, batch, prepared))
+                preparing = held = None
+        except asyncio.CancelledError:
+            # faust stops agents by cancelling them: finish the batches in flight so their
+            # decisions are produced and their offsets committed, then stop.
+            if preparing is not None or (committing is not None and not committing.done()):
+                logger.info("stopping: finishing the batches in flight")
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(
+                    _finish(stream, committing, preparing, held), timeout=settings.shutdown_grace_s
+                )
+            raise
+
+    async def _finish(
+        stream: StreamT,
+        committing: asyncio.Task[None] | None,
+        preparing: asyncio.Task[PreparedBatch | Exception] | None,
+        held: tuple[list[Any], list[InboundMessage]] | None,
+    ) -> None:
+        if committing is not None:
+            await committing
+        if preparing is not None and held is not None:
+            await commit(stream, held[0], held[1], await preparing)
 
     @app.timer(interval=5.0)
     async def refresh_gauges() -> None:

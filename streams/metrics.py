@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 __all__ = ["STAGES", "VERDICTS", "WorkerMetrics"]
 
 VERDICTS = ("duplicate", "similar", "unique", "deleted")
-STAGES = ("fetch_decode", "encode", "search", "upsert", "produce", "batch")
+STAGES = ("fetch_decode", "encode", "prepare", "search", "upsert", "commit", "produce", "batch")
 DEAD_LETTER_REASONS = (
     "invalid_json",
     "not_an_object",

@@ -1,8 +1,10 @@
 """The dedup pipeline for one micro-batch, independent of Kafka.
 
-parse -> fetch/decode/hash/prepare (thread pool) -> exact-copy lookup by hash -> encode (one batch)
--> one batched index search -> compare within the batch -> decide in (timestamp, id) order ->
-upsert -> return one outgoing record per input message, in input order.
+``prepare``: parse -> fetch/decode/hash/preprocess (thread pool) -> exact-copy lookup by hash ->
+encode (one batch). ``commit``: exact-copy lookup again -> one batched index search -> compare
+within the batch -> decide in (timestamp, id) order -> upsert -> one outgoing record per input
+message, in input order. The worker runs ``prepare`` of batch k+1 while ``commit`` of batch k
+runs; commits run one at a time, in order.
 
 Only images strictly earlier in (timestamp, id) order are ever candidates, so a redelivered event
 never matches itself and a replay after a crash gives the same decision as the first run.
@@ -32,7 +34,7 @@ from streams.events import DeleteEvent, ImageEvent, InboundMessage, parse_event
 from streams.fetch import Fetcher
 from streams.metrics import WorkerMetrics
 
-__all__ = ["DedupPipeline", "Outgoing", "PipelineConfig"]
+__all__ = ["DedupPipeline", "Outgoing", "PipelineConfig", "PreparedBatch"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,19 @@ class _Work:
         )
 
 
+@dataclass
+class PreparedBatch:
+    """A batch between :meth:`DedupPipeline.prepare` and :meth:`DedupPipeline.commit`."""
+
+    messages: list[InboundMessage]
+    started: float
+    outgoing: list[Outgoing | None] = field(default_factory=list)
+    live: list[_Work] = field(default_factory=list)
+    repeats: list[tuple[_Work, _Work]] = field(default_factory=list)
+    deletes: list[tuple[int, DeleteEvent]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 class DedupPipeline:
     """Decides batches of messages with one encoder and one index store."""
 
@@ -146,11 +161,19 @@ class DedupPipeline:
         Raises a retriable error (e.g. the index is unavailable) without side effects that a
         retry of the same batch would not repeat identically.
         """
+        return await self.commit(await self.prepare(messages))
+
+    async def prepare(self, messages: Sequence[InboundMessage]) -> PreparedBatch:
+        """The model's half of a batch: parse, fetch/decode, exact-copy hints, encode.
+
+        Safe to run while :meth:`commit` of the previous batch is still running: it only reads
+        the index, and :meth:`commit` looks exact copies up again once earlier batches are in.
+        """
         started = time.perf_counter()
-        timings: dict[str, float] = {}
-        outgoing: list[Outgoing | None] = [None] * len(messages)
+        batch = PreparedBatch(messages=list(messages), started=started)
+        outgoing, timings = batch.outgoing, batch.timings
+        outgoing.extend([None] * len(messages))
         images: list[_Work] = []
-        deletes: list[tuple[int, DeleteEvent]] = []
         for position, message in enumerate(messages):
             try:
                 event = parse_event(
@@ -162,7 +185,7 @@ class DedupPipeline:
                 outgoing[position] = self._dead_letter(message, exc, stage="parse")
                 continue
             if isinstance(event, DeleteEvent):
-                deletes.append((position, event))
+                batch.deletes.append((position, event))
             else:
                 images.append(_Work(position=position, event=event))
 
@@ -179,28 +202,46 @@ class DedupPipeline:
 
         # Same id twice in one batch (a redelivery): decide once, answer both the same way.
         unique_live: dict[tuple[str, str, tuple[int, str]], _Work] = {}
-        repeats: list[tuple[_Work, _Work]] = []
         for work in live:
             key = (work.event.tenant, work.event.id, work.event.order_key)
             if key in unique_live:
-                repeats.append((work, unique_live[key]))
+                batch.repeats.append((work, unique_live[key]))
             else:
                 unique_live[key] = work
-        live = sorted(unique_live.values(), key=lambda w: (w.event.tenant, w.event.order_key))
+        batch.live = sorted(unique_live.values(), key=lambda w: (w.event.tenant, w.event.order_key))
 
         t0 = time.perf_counter()
-        await self._find_exact(live)
+        await self._find_exact(batch.live)  # copies found here skip the model
         timings["exact_lookup"] = time.perf_counter() - t0
 
-        to_encode = [w for w in live if w.exact_of is None]
+        to_encode = [w for w in batch.live if w.exact_of is None]
         t0 = time.perf_counter()
         if to_encode:
-            batch = np.stack([w.prepared for w in to_encode if w.prepared is not None])
-            vectors = await self._in(self._model_pool, self.encoder.embed_prepared, batch)
+            stacked = np.stack([w.prepared for w in to_encode if w.prepared is not None])
+            vectors = await self._in(self._model_pool, self.encoder.embed_prepared, stacked)
             for work, vector in zip(to_encode, vectors, strict=True):
                 work.vector = vector
+                work.prepared = None  # the pixels are not needed any more
         timings["encode"] = time.perf_counter() - t0
+        timings["prepare"] = time.perf_counter() - started
+        return batch
 
+    async def commit(self, batch: PreparedBatch) -> list[Outgoing]:
+        """The index's half of a batch: search, decide, upsert; batches must commit in order.
+
+        A retry after a retriable error repeats it from the start with the same result.
+        """
+        started = time.perf_counter()
+        messages, timings = batch.messages, batch.timings
+        outgoing = list(batch.outgoing)
+        live = batch.live
+
+        # Exact copies of images committed since prepare() looked (the batch just before this one).
+        t0 = time.perf_counter()
+        await self._find_exact([w for w in live if w.exact_of is None], in_batch=False)
+        timings["exact_recheck"] = time.perf_counter() - t0
+
+        to_encode = [w for w in live if w.exact_of is None]
         t0 = time.perf_counter()
         await self._search(to_encode)
         timings["search"] = time.perf_counter() - t0
@@ -211,7 +252,7 @@ class DedupPipeline:
         records = [w.record() for w in to_encode if w.vector is not None]
         if records:
             await self._in(self._index_pool, self.store.upsert, records)
-        for position, delete in deletes:
+        for position, delete in batch.deletes:
             removed = await self._in(
                 self._index_pool, lambda d=delete: self.store.delete([d.id], tenant=d.tenant)
             )
@@ -235,24 +276,25 @@ class DedupPipeline:
             t0 = time.perf_counter()
             corrections = await self._recheck(to_encode, {(w.event.tenant, w.event.id) for w in live})
             timings["recheck"] = time.perf_counter() - t0
-        timings["batch"] = time.perf_counter() - started
+        timings["commit"] = time.perf_counter() - started
+        timings["batch"] = time.perf_counter() - batch.started
 
         timings_ms = {stage: round(seconds * 1000, 3) for stage, seconds in timings.items()}
         for work, payload in decided:
             payload["timings_ms"] = timings_ms
             outgoing[work.position] = Outgoing("decision", messages[work.position].key, payload)
-        for repeat, first in repeats:
+        for repeat, first in batch.repeats:
             first_payload = outgoing[first.position]
             assert first_payload is not None
             payload = dict(first_payload.value, source=repeat.event.source.to_dict())
             outgoing[repeat.position] = Outgoing("decision", messages[repeat.position].key, payload)
 
-        for stage in ("fetch_decode", "encode", "search", "upsert", "batch"):
+        for stage in ("fetch_decode", "encode", "search", "upsert", "prepare", "commit", "batch"):
             self.metrics.stage_seconds.labels(stage).observe(timings[stage])
         self.metrics.batch_size.observe(len(messages))
         return [item for item in outgoing if item is not None] + corrections
 
-    async def _find_exact(self, live: list[_Work]) -> None:
+    async def _find_exact(self, live: list[_Work], *, in_batch: bool = True) -> None:
         """Mark byte- or pixel-identical copies of earlier images, in the index or in the batch."""
         if not live:
             return
@@ -281,7 +323,7 @@ class DedupPipeline:
                             exact=True,
                         )
                         break
-                    earlier = first_in_batch.get(digest)
+                    earlier = first_in_batch.get(digest) if in_batch else None
                     if earlier is not None and earlier.event.id != work.event.id:
                         work.exact_of = Candidate(
                             earlier.event.id, 1.0, "", earlier.event.order_key, exact=True

@@ -141,3 +141,32 @@ def test_bad_events_are_dead_lettered_and_the_batch_is_still_decided(pipeline: D
     kinds = [(r.kind, r.value.get("reason") or r.value.get("verdict")) for r in results]
     assert kinds == [("dead_letter", "bad_base64"), ("dead_letter", "not_an_image"), ("decision", "unique")]
     assert base64.b64decode(results[0].value["value"]) == bad.value
+
+
+def test_batch_prepared_before_the_previous_commit_decides_as_if_sequential(
+    pipeline: DedupPipeline,
+) -> None:
+    """The worker prepares batch k+1 while batch k commits: copies across the two still match."""
+    astronaut, chelsea = sample_photos()["astronaut"], sample_photos()["chelsea"]
+    original = jpeg(astronaut)
+    first = [message("orig", original, ts=1), message("cat", jpeg(chelsea), ts=2)]
+    second = [
+        message("byte-copy", original, ts=3),
+        message("edited", edited_copies(astronaut)["jpeg50"], ts=4),
+        message("cat-copy", edited_copies(chelsea)["half"], ts=5),
+    ]
+
+    async def overlapped() -> list[dict[str, Any]]:
+        prepared_first = await pipeline.prepare(first)
+        prepared_second = await pipeline.prepare(second)  # nothing of `first` is in the index yet
+        return [o.value for o in await pipeline.commit(prepared_first)] + [
+            o.value for o in await pipeline.commit(prepared_second)
+        ]
+
+    out = {d["id"]: d for d in asyncio.run(overlapped())}
+    assert out["orig"]["verdict"] == "unique" and out["cat"]["verdict"] == "unique"
+    assert out["byte-copy"]["verdict"] == "duplicate" and out["byte-copy"]["matches"][0]["exact"] is True
+    assert out["byte-copy"]["canonical_id"] == "orig"
+    assert out["edited"]["verdict"] == "duplicate" and out["edited"]["canonical_id"] == "orig"
+    assert out["cat-copy"]["canonical_id"] == "cat"
+    assert pipeline.store.count() == 4  # the byte copy is not stored
