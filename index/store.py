@@ -11,6 +11,7 @@ The store is synchronous and thread-safe; async callers run it in an executor.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -393,20 +394,26 @@ class MilvusStore:
         if n == 0:
             return []
 
-        groups = plan_groups(list(tenants), bounds, top_k)
-        raw = self._map(lambda g: self._search_group(queries, g), groups)
         results: list[list[Match] | None] = [None] * n
-        redo: list[int] = []
-        for group, per_query in zip(groups, raw, strict=True):
-            for row, hits in zip(group.rows, per_query, strict=True):
-                bound = bounds[row] if bounds is not None else None
-                kept, complete = select(
-                    hits, before=bound, top_k=top_k, min_score=min_score, limit=group.limit
-                )
-                if complete:
-                    results[row] = kept
-                else:
-                    redo.append(row)
+        rows = list(range(n))
+        for limit in (top_k, top_k + n):  # fresh events first; then room for a replay's own images
+            groups = plan_groups([tenants[r] for r in rows], _pick(bounds, rows), limit)
+            groups = [dataclasses.replace(g, rows=tuple(rows[i] for i in g.rows)) for g in groups]
+            redo: list[int] = []
+            raw = self._map(lambda g: self._search_group(queries, g), groups)
+            for group, per_query in zip(groups, raw, strict=True):
+                for row, hits in zip(group.rows, per_query, strict=True):
+                    bound = bounds[row] if bounds is not None else None
+                    kept, complete = select(
+                        hits, before=bound, top_k=top_k, min_score=min_score, limit=group.limit
+                    )
+                    if complete:
+                        results[row] = kept
+                    else:
+                        redo.append(row)
+            if not redo:
+                break
+            rows = redo
         if redo:
             logger.debug("search: %d of %d queries need an exact follow-up call", len(redo), n)
             exact = [
@@ -792,3 +799,9 @@ def _record(row: Mapping[str, Any]) -> IndexRecord:
         pixel_hash=row.get("pixel_hash") or "",
         canonical_id=row.get("canonical_id") or "",
     )
+
+
+def _pick(
+    bounds: list[tuple[int, str] | None] | None, rows: list[int]
+) -> list[tuple[int, str] | None] | None:
+    return None if bounds is None else [bounds[r] for r in rows]

@@ -1,10 +1,10 @@
 """The dedup pipeline for one micro-batch, independent of Kafka.
 
 ``prepare``: parse -> fetch/decode/hash/preprocess (thread pool) -> exact-copy lookup by hash ->
-encode (one batch). ``commit``: exact-copy lookup again -> one batched index search -> compare
-within the batch -> decide in (timestamp, id) order -> upsert -> one outgoing record per input
-message, in input order. The worker runs ``prepare`` of batch k+1 while ``commit`` of batch k
-runs; commits run one at a time, in order.
+encode (one batch). ``commit``: one batched index search (whose hits also reveal exact copies
+indexed since the lookup) -> compare within the batch -> decide in (timestamp, id) order ->
+upsert -> one outgoing record per input message, in input order. The worker runs ``prepare`` of
+batch k+1 while ``commit`` of batch k runs; commits run one at a time, in order.
 
 Only images strictly earlier in (timestamp, id) order are ever candidates, so a redelivered event
 never matches itself and a replay after a crash gives the same decision as the first run.
@@ -167,7 +167,7 @@ class DedupPipeline:
         """The model's half of a batch: parse, fetch/decode, exact-copy hints, encode.
 
         Safe to run while :meth:`commit` of the previous batch is still running: it only reads
-        the index, and :meth:`commit` looks exact copies up again once earlier batches are in.
+        the index, and :meth:`commit` catches exact copies of that batch among its search hits.
         """
         started = time.perf_counter()
         batch = PreparedBatch(messages=list(messages), started=started)
@@ -236,20 +236,16 @@ class DedupPipeline:
         outgoing = list(batch.outgoing)
         live = batch.live
 
-        # Exact copies of images committed since prepare() looked (the batch just before this one).
+        searched = [w for w in live if w.exact_of is None]
         t0 = time.perf_counter()
-        await self._find_exact([w for w in live if w.exact_of is None], in_batch=False)
-        timings["exact_recheck"] = time.perf_counter() - t0
-
-        to_encode = [w for w in live if w.exact_of is None]
-        t0 = time.perf_counter()
-        await self._search(to_encode)
+        await self._search(searched)  # also finds exact copies committed since prepare() looked
         timings["search"] = time.perf_counter() - t0
+        stored = [w for w in searched if w.exact_of is None]
 
         decided = self._decide(live)
 
         t0 = time.perf_counter()
-        records = [w.record() for w in to_encode if w.vector is not None]
+        records = [w.record() for w in stored if w.vector is not None]
         if records:
             await self._in(self._index_pool, self.store.upsert, records)
         for position, delete in batch.deletes:
@@ -272,9 +268,9 @@ class DedupPipeline:
             self.metrics.decisions.labels("deleted").inc()
         timings["upsert"] = time.perf_counter() - t0
         corrections: list[Outgoing] = []
-        if self.config.recheck and to_encode:
+        if self.config.recheck and stored:
             t0 = time.perf_counter()
-            corrections = await self._recheck(to_encode, {(w.event.tenant, w.event.id) for w in live})
+            corrections = await self._recheck(stored, {(w.event.tenant, w.event.id) for w in live})
             timings["recheck"] = time.perf_counter() - t0
         timings["commit"] = time.perf_counter() - started
         timings["batch"] = time.perf_counter() - batch.started
@@ -294,7 +290,7 @@ class DedupPipeline:
         self.metrics.batch_size.observe(len(messages))
         return [item for item in outgoing if item is not None] + corrections
 
-    async def _find_exact(self, live: list[_Work], *, in_batch: bool = True) -> None:
+    async def _find_exact(self, live: list[_Work]) -> None:
         """Mark byte- or pixel-identical copies of earlier images, in the index or in the batch."""
         if not live:
             return
@@ -323,7 +319,7 @@ class DedupPipeline:
                             exact=True,
                         )
                         break
-                    earlier = first_in_batch.get(digest) if in_batch else None
+                    earlier = first_in_batch.get(digest)
                     if earlier is not None and earlier.event.id != work.event.id:
                         work.exact_of = Candidate(
                             earlier.event.id, 1.0, "", earlier.event.order_key, exact=True
@@ -353,6 +349,23 @@ class DedupPipeline:
                 for m in matches
                 if m.image_id != work.event.id
             ]
+            # A byte- or pixel-identical earlier image has the same vector, so it is among the
+            # hits: an exact copy of an image indexed after prepare() looked the hashes up.
+            identical = [
+                m
+                for m in matches
+                if m.image_id != work.event.id
+                and (
+                    (m.content_hash and m.content_hash == work.content_hash)
+                    or (m.pixel_hash and m.pixel_hash == work.pixel_hash)
+                )
+            ]
+            if identical:
+                first = min(identical, key=lambda m: m.order_key)
+                work.exact_of = Candidate(
+                    first.image_id, 1.0, first.canonical_id or first.image_id, first.order_key, exact=True
+                )
+                self.metrics.exact_matches.inc()
         # Images earlier in the same batch are not in the index yet: compare them directly.
         scores = vectors @ vectors.T
         for i, work in enumerate(works):

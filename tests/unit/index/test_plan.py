@@ -11,26 +11,21 @@ def m(image_id: str, ts: int, score: float) -> Match:
 
 
 def test_queries_of_one_tenant_share_one_call_with_the_loosest_bound() -> None:
-    groups = plan_groups(["a", "b", "a", "a"], [(5, "x"), (1, "y"), (9, "a"), (9, "b")], top_k=10)
+    groups = plan_groups(["a", "b", "a", "a"], [(5, "x"), (1, "y"), (9, "a"), (9, "b")], limit=10)
     assert [(g.tenant, g.rows, g.bound, g.limit) for g in groups] == [
-        ("a", (0, 2, 3), (9, "b"), 12),
+        ("a", (0, 2, 3), (9, "b"), 10),
         ("b", (1,), (1, "y"), 10),
     ]
 
 
 def test_unbounded_queries_are_grouped_apart_from_bounded_ones() -> None:
-    groups = plan_groups(["a", "a", "a"], [(5, "x"), None, (6, "y")], top_k=3)
+    groups = plan_groups(["a", "a", "a"], [(5, "x"), None, (6, "y")], limit=3)
     assert [(g.rows, g.bound) for g in groups] == [((0, 2), (6, "y")), ((1,), None)]
-    assert [g.bound for g in plan_groups(["a", "b"], None, top_k=3)] == [None, None]
-
-
-def test_identical_bounds_do_not_inflate_the_limit() -> None:
-    [group] = plan_groups(["a"] * 4, [(5, "x")] * 4, top_k=10)
-    assert group.limit == 10
+    assert [g.bound for g in plan_groups(["a", "b"], None, limit=3)] == [None, None]
 
 
 def test_limit_never_exceeds_the_milvus_maximum() -> None:
-    [group] = plan_groups(["a"] * 3, [(i, "x") for i in range(3)], top_k=MAX_LIMIT)
+    [group] = plan_groups(["a"] * 3, [(i, "x") for i in range(3)], limit=MAX_LIMIT + 5)
     assert group.limit == MAX_LIMIT
 
 

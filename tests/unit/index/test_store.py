@@ -101,7 +101,7 @@ def test_one_call_per_tenant_for_a_batch(store: MilvusStore, fake: FakeClient) -
     results = store.search(vectors, tenants=tenants, before=before, top_k=5)
     assert results == [[] for _ in range(6)]
     searches = [kw for name, kw in fake.calls if name == "search"]
-    assert sorted((kw["n"], kw["limit"]) for kw in searches) == [(1, 5), (2, 6), (3, 7)]
+    assert sorted((kw["n"], kw["limit"]) for kw in searches) == [(1, 5), (2, 5), (3, 5)]
     a_call = next(kw for kw in searches if kw["n"] == 3)
     assert a_call["filter"] == 'tenant == "a" and (ts < 13 or (ts == 13 and image_id < "id3"))'
     assert all(kw["params"]["params"]["ef"] >= kw["limit"] for kw in searches)
@@ -118,11 +118,28 @@ def test_saturated_group_falls_back_to_exact_per_query_calls(store: MilvusStore,
     results = store.search(vectors, tenants=["t"] * 3, before=[(5, "a"), (6, "b"), (200, "c")], top_k=2)
     assert [[m.image_id for m in r] for r in results] == [["early"], ["early"], ["late0", "late1"]]
     searches = [kw for name, kw in fake.calls if name == "search"]
-    assert [kw["n"] for kw in searches] == [3, 1, 1]
-    assert {kw["filter"] for kw in searches[1:]} == {
+    assert [(kw["n"], kw["limit"]) for kw in searches] == [(3, 2), (2, 5), (1, 2), (1, 2)]
+    assert {kw["filter"] for kw in searches[2:]} == {
         'tenant == "t" and (ts < 5 or (ts == 5 and image_id < "a"))',
         'tenant == "t" and (ts < 6 or (ts == 6 and image_id < "b"))',
     }
+
+
+def test_replayed_batch_is_answered_by_one_wider_call(store: MilvusStore, fake: FakeClient) -> None:
+    """A replay: the batch's own later images are indexed and crowd the first, narrow call."""
+    own = [hit(f"own{k}", 10 + k, 0.99 - k / 100) for k in range(3)]  # the batch itself, ts 10..12
+    old = [hit("old", 1, 0.5)]
+
+    def answer(n: int, expr: str, limit: int) -> list[list[dict]]:
+        return [(own + old)[:limit] for _ in range(n)]
+
+    fake.search_answer = answer
+    vectors = np.eye(DIM, dtype=np.float32)[:3]
+    before = [(10, "own0"), (11, "own1"), (12, "own2")]
+    results = store.search(vectors, tenants=["t"] * 3, before=before, top_k=1)
+    assert [[m.image_id for m in r] for r in results] == [["old"], ["own0"], ["own0"]]
+    searches = [kw for name, kw in fake.calls if name == "search"]
+    assert [(kw["n"], kw["limit"]) for kw in searches] == [(3, 1), (1, 4)]
 
 
 @pytest.mark.parametrize(
