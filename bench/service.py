@@ -117,6 +117,39 @@ def encoder_path(encoder: Any, images: list[bytes], batch: int, threads: int = 4
     return len(images) / (time.perf_counter() - started)
 
 
+def ceiling(encoder: Any, images: list[bytes], batches: tuple[int, ...] = (1, 8, 32)) -> dict[int, float]:
+    """images/s of the model alone on preprocessed inputs, per batch size."""
+    prepared = np.stack([encoder.prepare(decode_image(d, draft_size=encoder.draft_size)) for d in images])
+    rates = {}
+    for size in batches:
+        chunks = [prepared[i : i + size] for i in range(0, len(prepared) - size + 1, size)]
+        encoder.embed_prepared(chunks[0])  # warm-up
+        started = time.perf_counter()
+        for chunk in chunks:
+            encoder.embed_prepared(chunk)
+        rates[size] = size * len(chunks) / (time.perf_counter() - started)
+    return rates
+
+
+def imagededup_loop(images: list[bytes], workdir: Path) -> float:
+    """images/s: idealo imagededup's PHash over a folder of the same JPEGs, then find_duplicates.
+
+    Its CNN method needs torchvision weights from the internet (not reachable here); its hashes
+    score far lower on copy detection (docs/quality.md), so this is a speed reference only.
+    """
+    from imagededup.methods import PHash
+
+    folder = workdir / f"imagededup-{time.monotonic_ns()}"
+    folder.mkdir()
+    for i, data in enumerate(images):
+        (folder / f"{i:06d}.jpg").write_bytes(data)
+    started = time.perf_counter()
+    hasher = PHash(verbose=False)
+    encodings = hasher.encode_images(image_dir=str(folder))
+    hasher.find_duplicates(encoding_map=encodings, max_distance_threshold=10)
+    return len(images) / (time.perf_counter() - started)
+
+
 def naive_loop(encoder: Any, images: list[bytes], workdir: Path) -> float:
     """images/s: one image at a time — decode, encode, search, insert — on milvus-lite."""
     store = MilvusStore(
@@ -138,7 +171,18 @@ def naive_loop(encoder: Any, images: list[bytes], workdir: Path) -> float:
 
 class Worker:
     def __init__(
-        self, broker: str, model: str, workdir: Path, batch: int, run: str, wait: float = 0.2
+        self,
+        broker: str,
+        model: str,
+        workdir: Path,
+        batch: int,
+        run: str,
+        wait: float = 0.2,
+        *,
+        index: str | None = None,
+        partitions: int = 1,
+        group: str | None = None,
+        name: str | None = None,
     ) -> None:
         self.port = free_port()
         self.topics = {"in": f"bench-{run}-in", "out": f"bench-{run}-out", "dead": f"bench-{run}-dead"}
@@ -152,7 +196,9 @@ class Worker:
             "--model",
             model,
             "--index",
-            str(workdir / f"service-{run}.db"),
+            index or str(workdir / f"service-{run}.db"),
+            "--collection",
+            f"bench_{run}".replace("-", "_"),
             "--input-topic",
             self.topics["in"],
             "--decisions-topic",
@@ -160,9 +206,9 @@ class Worker:
             "--dead-letter-topic",
             self.topics["dead"],
             "--group",
-            f"bench-{run}",
+            group or f"bench-{run}",
             "--partitions",
-            "1",
+            str(partitions),
             "--web-port",
             str(self.port),
             "--batch-size",
@@ -172,8 +218,10 @@ class Worker:
             "--log-level",
             "WARNING",
         ]
-        self.log = open(workdir / f"worker-{run}.log", "wb")  # noqa: SIM115
+        self.log = open(workdir / f"worker-{name or run}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -186,6 +234,13 @@ class Worker:
                 pass
             time.sleep(0.5)
         raise SystemExit("worker not ready")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the worker process (Linux /proc)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -215,7 +270,11 @@ async def produce_backlog(broker: str, topic: str, events: list[tuple[bytes, dic
 
 
 async def drain_rate(broker: str, worker: Worker, count: int) -> float:
-    """events/s while a started worker drains a backlog: (N - 1) / (last - first decision)."""
+    """events/s while a started worker drains a backlog.
+
+    From the start of the first batch (its first decision less that batch's own ``timings_ms``)
+    to the last decision, so neither start-up nor the first batch's work is left out.
+    """
     consumer = AIOKafkaConsumer(
         worker.topics["out"],
         worker.topics["dead"],
@@ -225,14 +284,19 @@ async def drain_rate(broker: str, worker: Worker, count: int) -> float:
     )
     await consumer.start()
     arrivals: list[float] = []
+    first_batch_s = 0.0
     try:
         deadline = time.monotonic() + 900
         while len(arrivals) < count and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                arrivals.extend(time.perf_counter() for _ in records)
+                now = time.perf_counter()
+                if not arrivals and records:
+                    timings = json.loads(records[0].value).get("timings_ms", {})
+                    first_batch_s = timings.get("batch", 0.0) / 1000
+                arrivals.extend(now for _ in records)
     finally:
         await consumer.stop()
-    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    return len(arrivals) / (arrivals[-1] - arrivals[0] + first_batch_s)
 
 
 async def run_service(
@@ -287,6 +351,162 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values) * 1000, q)) if values else float("nan")
 
 
+def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, images: list[bytes]) -> None:
+    """Ceiling, encoder path, service, backlog drain, naive loop, peers, then latency."""
+    encoder = encoders.create(args.model, device="cpu")
+    results: dict[str, list[float]] = {
+        "ceiling (model only)": [],
+        "encoder path": [],
+        "service": [],
+        "service (backlog)": [],
+        "naive loop": [],
+    }
+    rss: list[float] = []
+    for r in range(args.repeats):
+        run = f"{os.getpid()}-{r}"
+        worker = Worker(env_broker, args.model, workdir, args.batch, run, args.batch_wait)
+        worker.wait_ready()
+        try:
+            # warm up the worker (model, index, group) on a few events, then measure
+            asyncio.run(run_service(env_broker, worker, payloads(images[-10:], f"warm{r}"), None))
+            service, _ = asyncio.run(
+                run_service(env_broker, worker, payloads(images[: args.events], f"r{r}"), None)
+            )
+            rss.append(worker.rss_mb())
+            _, metrics_text = (
+                urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics").status,
+                urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics").read().decode(),
+            )
+        finally:
+            worker.stop()
+        sums = {
+            line.split()[0]: float(line.split()[1])
+            for line in metrics_text.splitlines()
+            if line.startswith(("dupstream_batch_size_events_sum", "dupstream_batch_size_events_count"))
+        }
+        if sums.get("dupstream_batch_size_events_count"):
+            mean = sums["dupstream_batch_size_events_sum"] / sums["dupstream_batch_size_events_count"]
+            print(f"mean worker batch: {mean:.1f} events", file=sys.stderr)
+        results["service"].append(service)
+        # the same events as a backlog produced before the worker starts: the drain rate
+        # excludes the producer's CPU and the worker's start-up
+        topics_run = f"{os.getpid()}-b{r}"
+        backlog = payloads(images[: args.events], f"b{r}")
+        asyncio.run(produce_backlog(env_broker, f"bench-{topics_run}-in", backlog))
+        drainer = Worker(env_broker, args.model, workdir, args.batch, topics_run, args.batch_wait)
+        drainer.wait_ready()
+        try:
+            results["service (backlog)"].append(asyncio.run(drain_rate(env_broker, drainer, len(backlog))))
+        finally:
+            drainer.stop()
+        results["encoder path"].append(encoder_path(encoder, images[: args.events], args.batch))
+        results["naive loop"].append(naive_loop(encoder, images[args.events :], workdir))
+        per_batch = ceiling(encoder, images[: 4 * args.batch])
+        results["ceiling (model only)"].append(max(per_batch.values()))
+        for size, rate in per_batch.items():
+            results.setdefault(f"model only, batch {size}", []).append(rate)
+        if not args.no_imagededup:
+            results.setdefault("imagededup PHash (batch tool)", []).append(
+                imagededup_loop(images[: args.events], workdir)
+            )
+        print(
+            f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in results.items()),
+            file=sys.stderr,
+        )
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(
+        f"\nmodel {args.model}, batch {args.batch}, {args.events} events, median of {args.repeats} "
+        f"(runs: {json.dumps({k: [round(x, 1) for x in v] for k, v in results.items()})})\n"
+    )
+    print("| path | images/s |\n|---|---|")
+    for name, value in med.items():
+        print(f"| {name} | {value:.1f} |")
+    print(f"\nservice / encoder path = {med['service'] / med['encoder path']:.2f}")
+    print(f"service (backlog) / encoder path = {med['service (backlog)'] / med['encoder path']:.2f}")
+    print(f"service / naive loop   = {med['service'] / med['naive loop']:.1f}")
+    print(f"encoder path / ceiling = {med['encoder path'] / med['ceiling (model only)']:.2f}")
+    print(
+        f"worker RSS after the run: {statistics.median(rss):.0f} MB (median; runs {[round(x) for x in rss]})"
+    )
+
+    if not args.no_latency:
+        print("\n| load | events/s offered | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|")
+        for share in (0.5, 0.9):
+            worker = Worker(
+                env_broker, args.model, workdir, args.batch, f"{os.getpid()}-lat{share}", args.batch_wait
+            )
+            worker.wait_ready()
+            try:
+                asyncio.run(run_service(env_broker, worker, payloads(images[-10:], f"wl{share}"), None))
+                offered = med["service"] * share
+                count = min(args.events, int(offered * 20))
+                _, lat = asyncio.run(
+                    run_service(env_broker, worker, payloads(images[:count], f"l{share}"), offered)
+                )
+            finally:
+                worker.stop()
+            print(
+                f"| {int(share * 100)}% | {offered:.1f} | {pct(lat, 50):.0f} | {pct(lat, 95):.0f} | "
+                f"{pct(lat, 99):.0f} |"
+            )
+
+
+def scaling(args: argparse.Namespace, env_broker: str, workdir: Path, images: list[bytes]) -> None:
+    """Backlog-free throughput of 1 and 2 workers in one consumer group on one Milvus server."""
+    server = None
+    uri = args.scale_index
+    if uri == "embedded":
+        from tests.fixtures.milvus import EmbeddedMilvus
+
+        server = EmbeddedMilvus(workdir / "milvus")
+        uri = server.start()
+    try:
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for r in range(args.repeats):
+            for count in (1, 2):
+                run = f"{os.getpid()}-s{count}-{r}"
+                workers = [
+                    Worker(
+                        env_broker,
+                        args.model,
+                        workdir,
+                        args.batch,
+                        run,
+                        args.batch_wait,
+                        index=uri,
+                        partitions=2,
+                        name=f"{run}-w{i}",
+                    )
+                    for i in range(count)
+                ]
+                try:
+                    for worker in workers:
+                        worker.wait_ready()
+                    time.sleep(3.0)  # let the group settle after the last join
+                    warm = payloads(images[-2 * args.batch :], f"warm-{run}")
+                    asyncio.run(run_service(env_broker, workers[0], warm, None))
+                    rate, _ = asyncio.run(
+                        run_service(env_broker, workers[0], payloads(images[: args.events], run), None)
+                    )
+                finally:
+                    for worker in workers:
+                        worker.stop()
+                rates[count].append(rate)
+                print(f"scale round {r + 1}: {count} worker(s) {rate:.1f}/s", file=sys.stderr)
+        one, two = (statistics.median(rates[n]) for n in (1, 2))
+        print(
+            f"\nscaling on a Milvus server ({'embedded ' if server else ''}{uri}), 2 partitions, "
+            f"{args.events} events, median of {args.repeats} (runs: {json.dumps(rates)})\n"
+        )
+        print("| workers | events/s |\n|---|---|")
+        print(f"| 1 | {one:.1f} |\n| 2 | {two:.1f} |")
+        print(f"\n2 workers / 1 worker = {two / one:.2f}")
+    finally:
+        if server is not None:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -299,6 +519,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--broker", default=None)
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--no-imagededup", action="store_true")
+    parser.add_argument(
+        "--scale-index",
+        default=None,
+        help="a Milvus server URI, or 'embedded' to start one: measure 1 and 2 workers in one group",
+    )
+    parser.add_argument("--only-scale", action="store_true", help="skip everything but the scaling section")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="dupstream-bench-"))
@@ -321,87 +548,10 @@ def main() -> None:
         env_broker = f"127.0.0.1:{port}"
     try:
         images = make_images(args.events + args.naive_events)
-        encoder = encoders.create(args.model, device="cpu")
-        results: dict[str, list[float]] = {
-            "encoder path": [],
-            "service": [],
-            "service (backlog)": [],
-            "naive loop": [],
-        }
-        for r in range(args.repeats):
-            run = f"{os.getpid()}-{r}"
-            worker = Worker(env_broker, args.model, workdir, args.batch, run, args.batch_wait)
-            try:
-                # warm up the worker (model, index, group) on a few events, then measure
-                asyncio.run(run_service(env_broker, worker, payloads(images[-10:], f"warm{r}"), None))
-                service, _ = asyncio.run(
-                    run_service(env_broker, worker, payloads(images[: args.events], f"r{r}"), None)
-                )
-                _, metrics_text = (
-                    urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics").status,
-                    urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics").read().decode(),
-                )
-            finally:
-                worker.stop()
-            sums = {
-                line.split()[0]: float(line.split()[1])
-                for line in metrics_text.splitlines()
-                if line.startswith(("dupstream_batch_size_events_sum", "dupstream_batch_size_events_count"))
-            }
-            if sums.get("dupstream_batch_size_events_count"):
-                mean = sums["dupstream_batch_size_events_sum"] / sums["dupstream_batch_size_events_count"]
-                print(f"mean worker batch: {mean:.1f} events", file=sys.stderr)
-            results["service"].append(service)
-            # the same events as a backlog produced before the worker starts: the drain rate
-            # excludes the producer's CPU and the worker's start-up
-            topics_run = f"{os.getpid()}-b{r}"
-            backlog = payloads(images[: args.events], f"b{r}")
-            asyncio.run(produce_backlog(env_broker, f"bench-{topics_run}-in", backlog))
-            drainer = Worker(env_broker, args.model, workdir, args.batch, topics_run, args.batch_wait)
-            try:
-                results["service (backlog)"].append(
-                    asyncio.run(drain_rate(env_broker, drainer, len(backlog)))
-                )
-            finally:
-                drainer.stop()
-            results["encoder path"].append(encoder_path(encoder, images[: args.events], args.batch))
-            results["naive loop"].append(naive_loop(encoder, images[args.events :], workdir))
-            print(
-                f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in results.items()),
-                file=sys.stderr,
-            )
-
-        med = {k: statistics.median(v) for k, v in results.items()}
-        print(
-            f"\nmodel {args.model}, batch {args.batch}, {args.events} events, median of {args.repeats} "
-            f"(runs: {json.dumps({k: [round(x, 1) for x in v] for k, v in results.items()})})\n"
-        )
-        print("| path | images/s |\n|---|---|")
-        for name, value in med.items():
-            print(f"| {name} | {value:.1f} |")
-        print(f"\nservice / encoder path = {med['service'] / med['encoder path']:.2f}")
-        print(f"service (backlog) / encoder path = {med['service (backlog)'] / med['encoder path']:.2f}")
-        print(f"service / naive loop   = {med['service'] / med['naive loop']:.1f}")
-
-        if not args.no_latency:
-            print("\n| load | events/s offered | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|")
-            for share in (0.5, 0.9):
-                worker = Worker(
-                    env_broker, args.model, workdir, args.batch, f"{os.getpid()}-lat{share}", args.batch_wait
-                )
-                try:
-                    asyncio.run(run_service(env_broker, worker, payloads(images[-10:], f"wl{share}"), None))
-                    offered = med["service"] * share
-                    count = min(args.events, int(offered * 20))
-                    _, lat = asyncio.run(
-                        run_service(env_broker, worker, payloads(images[:count], f"l{share}"), offered)
-                    )
-                finally:
-                    worker.stop()
-                print(
-                    f"| {int(share * 100)}% | {offered:.1f} | {pct(lat, 50):.0f} | {pct(lat, 95):.0f} | "
-                    f"{pct(lat, 99):.0f} |"
-                )
+        if not args.only_scale:
+            side_by_side(args, env_broker, workdir, images)
+        if args.scale_index:
+            scaling(args, env_broker, workdir, images)
     finally:
         if kafka_env is not None:
             subprocess.run([str(ROOT / "deploy/local/kafka"), "stop"], env=kafka_env, check=False)
