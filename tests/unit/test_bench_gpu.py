@@ -60,13 +60,15 @@ def test_quick_cpu_run_prints_one_table_and_skips_cuda_parts(
     parity = re.search(r"min ([0-9.]+)", path["decode_jpeg path parity"]["notes"])
     assert parity and float(parity.group(1)) > 0.98  # the GPU resize is a faithful stand-in for Pillow's
 
-    (pipeline,) = by_section["pipeline"]
+    pipelines = {r["case"].split(" (")[0]: r for r in by_section["pipeline"]}
+    pipeline = pipelines["DedupPipeline.process"]
     assert pipeline["unit"] == "events/s" and pipeline["value"] > 0
     assert "encode" in pipeline["notes"] and "search" in pipeline["notes"]
+    assert pipelines["naive loop"]["value"] > 0
 
     assert "skipped" in by_section["service"][0]["notes"]
     ratios = {r["case"] for r in by_section["ratio"]}
-    assert {"Pillow path / ceiling (fp32)", "pipeline / Pillow path"} <= ratios
+    assert {"Pillow path / ceiling (fp32)", "pipeline / Pillow path", "pipeline / naive loop"} <= ratios
     env = {r["case"]: r for r in by_section["env"]}
     assert env["peak GPU memory"]["notes"].startswith("n/a")
 
