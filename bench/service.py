@@ -353,6 +353,9 @@ def pct(values: list[float], q: float) -> float:
 
 def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, images: list[bytes]) -> None:
     """Ceiling, encoder path, service, backlog drain, naive loop, peers, then latency."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")  # as in the worker, so the naive loop's search is alike
     encoder = encoders.create(args.model, device="cpu")
     results: dict[str, list[float]] = {
         "ceiling (model only)": [],

@@ -42,6 +42,12 @@ class WorkerSettings(BaseSettings):
     collection: str = "dupstream_images"
     model: str = "sscd-mini"
     device: str = "auto"
+    blas_threads: int = Field(
+        1,
+        ge=1,
+        description="numpy's BLAS threads (milvus-lite's search is numpy): more spin-wait against "
+        "the model's own thread pool and the decode threads",
+    )
     input_topic: str = "images"
     decisions_topic: str = "image-decisions"
     dead_letter_topic: str = "image-dead-letter"

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import faust
+from threadpoolctl import threadpool_limits
 
 from streams.app import build_app
 from streams.metrics import WorkerMetrics
@@ -29,6 +30,9 @@ def run_worker(settings: WorkerSettings) -> None:
             )
         )
     asyncio.set_event_loop(asyncio.new_event_loop())
+    # OpenBLAS's worker threads spin-wait; beside onnxruntime's pool and the decode threads they
+    # turn milvus-lite's small matrix products into the slowest stage (2 cores: ~25 ms -> <1 ms).
+    threadpool_limits(limits=settings.blas_threads, user_api="blas")
     metrics = WorkerMetrics()
     pipeline = build_pipeline(settings, metrics=metrics)
     logger.info(
