@@ -347,6 +347,31 @@ async def run_service(
     return len(events) / elapsed, latencies
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc); 0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kafka_pid(data_dir: str) -> int | None:
+    """The local broker's JVM (deploy/local/kafka), found by its data folder on its command line."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "java" in cmdline and data_dir in cmdline:
+            return int(entry.name)
+    return None
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values) * 1000, q)) if values else float("nan")
 
@@ -365,6 +390,11 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
         "naive loop": [],
     }
     rss: list[float] = []
+    cpu_ms: dict[str, list[float]] = {
+        "encoder path": [],
+        "worker, backlog drain": [],
+        "broker, backlog drain": [],
+    }
     for r in range(args.repeats):
         run = f"{os.getpid()}-{r}"
         worker = Worker(env_broker, args.model, workdir, args.batch, run, args.batch_wait)
@@ -398,11 +428,21 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
         asyncio.run(produce_backlog(env_broker, f"bench-{topics_run}-in", backlog))
         drainer = Worker(env_broker, args.model, workdir, args.batch, topics_run, args.batch_wait)
         drainer.wait_ready()
+        broker_pid = kafka_pid(str(workdir / "kafka"))
+        worker_cpu, broker_cpu = cpu_seconds(drainer.proc.pid), cpu_seconds(broker_pid)
         try:
             results["service (backlog)"].append(asyncio.run(drain_rate(env_broker, drainer, len(backlog))))
+            cpu_ms["worker, backlog drain"].append(
+                (cpu_seconds(drainer.proc.pid) - worker_cpu) * 1000 / len(backlog)
+            )
+            cpu_ms["broker, backlog drain"].append(
+                (cpu_seconds(broker_pid) - broker_cpu) * 1000 / len(backlog)
+            )
         finally:
             drainer.stop()
+        started_cpu = time.process_time()
         results["encoder path"].append(encoder_path(encoder, images[: args.events], args.batch))
+        cpu_ms["encoder path"].append((time.process_time() - started_cpu) * 1000 / args.events)
         results["naive loop"].append(naive_loop(encoder, images[args.events :], workdir))
         per_batch = ceiling(encoder, images[: 4 * args.batch])
         results["ceiling (model only)"].append(max(per_batch.values()))
@@ -429,6 +469,9 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
     print(f"service (backlog) / encoder path = {med['service (backlog)'] / med['encoder path']:.2f}")
     print(f"service / naive loop   = {med['service'] / med['naive loop']:.1f}")
     print(f"encoder path / ceiling = {med['encoder path'] / med['ceiling (model only)']:.2f}")
+    print("\nCPU time per image (ms, all threads; 2 cores give 2,000 ms per second):")
+    for name, values in cpu_ms.items():
+        print(f"  {name}: {statistics.median(values):.1f}")
     print(
         f"worker RSS after the run: {statistics.median(rss):.0f} MB (median; runs {[round(x) for x in rss]})"
     )
