@@ -2,7 +2,8 @@
 
 Delivery: at least once. Every message is held (an extra reference) until every decision and dead
 letter of its batch is acknowledged by the broker, so a committed offset always has its decision
-downstream. Batch k+1 is decoded and encoded while batch k is searched, upserted and produced.
+downstream. Batch k+2 is decoded while batch k+1 is encoded and batch k is searched, upserted
+and produced.
 A retriable backend failure (Milvus down) is retried with back-off on the same batch; the batch is
 never acked half-done.
 """
@@ -15,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
@@ -33,6 +35,7 @@ __all__ = ["build_app"]
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+MAX_IN_FLIGHT = 3  # batches: one loading, one encoding, one committing
 
 T = TypeVar("T")
 
@@ -45,6 +48,18 @@ def _to_inbound(event: Any) -> InboundMessage:
         source=Source(message.topic, message.partition, message.offset),
         timestamp_ms=int(message.timestamp * 1000) if message.timestamp else int(time.time() * 1000),
     )
+
+
+@dataclass(eq=False)
+class _Flight:
+    """A batch on its way through the agent."""
+
+    stream: StreamT
+    events: list[Any]
+    batch: list[InboundMessage]
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    encoded: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Future[None] = field(init=False)
 
 
 def _internal_error_letters(batch: list[InboundMessage], error: Exception) -> list[Outgoing]:
@@ -136,16 +151,31 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
 
-    async def prepare(batch: list[InboundMessage]) -> PreparedBatch | Exception:
+    async def fly(flight: _Flight, previous: _Flight | None) -> None:
+        """One batch through load, encode and commit, each stage after the previous batch's."""
+        batch = flight.batch
+        prepared: PreparedBatch | Exception
         try:
-            return await with_retries(batch, lambda: pipeline.prepare(batch))
-        except Exception as exc:  # a bug: the batch is dead-lettered by commit()
+            try:
+                prepared = await with_retries(batch, lambda: pipeline.prepare(batch))
+            finally:
+                flight.loaded.set()
+            if previous is not None:
+                await previous.encoded.wait()  # one batch on the model at a time, in order
+            ready = prepared
+            prepared = await pipeline.encode(ready)
+        except Exception as exc:  # a bug: commit() dead-letters the batch
             logger.exception("prepare failed on %s..%s", batch[0].source, batch[-1].source)
-            return exc
+            prepared = exc
+        finally:
+            flight.loaded.set()
+            flight.encoded.set()
+        if previous is not None:
+            await asyncio.wait([previous.task])  # commits run one at a time, in offset order
+        await commit(flight, prepared)
 
-    async def commit(
-        stream: StreamT, events: list[Any], batch: list[InboundMessage], prepared: PreparedBatch | Exception
-    ) -> None:
+    async def commit(flight: _Flight, prepared: PreparedBatch | Exception) -> None:
+        batch = flight.batch
         try:
             if isinstance(prepared, Exception):
                 raise prepared
@@ -157,8 +187,8 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
             )
             outgoing = _internal_error_letters(batch, exc)
         await emit(outgoing)
-        for event in events:  # the hold taken in the agent: now the offsets may be committed
-            await stream.ack(event)
+        for event in flight.events:  # the hold taken in the agent: now the offsets may be committed
+            await flight.stream.ack(event)
         state["last_ok"] = time.time()
         state["last_error"] = None
         metrics.last_batch_ok.set(1)
@@ -167,50 +197,34 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
 
     @app.agent(source)
     async def dedup(stream: StreamT) -> None:
-        """Prepare batch k+1 (decode, encode) while batch k commits (search, upsert, produce).
+        """Three batches in flight: k+2 loads (fetch, decode), k+1 encodes, k commits.
 
         ``take_events`` acks a batch as soon as the next one is asked for, so each message is held
         (an extra reference) until its own commit has produced every decision: only then can its
-        offset be committed. Commits run one at a time, in order.
+        offset be committed. Encodes run one at a time and commits one at a time, in order.
         """
         take_events = stream.take_events  # type: ignore[attr-defined]  # faust-streaming, not in StreamT
-        committing: asyncio.Task[None] | None = None
-        preparing: asyncio.Task[PreparedBatch | Exception] | None = None
-        held: tuple[list[Any], list[InboundMessage]] | None = None
+        flights: list[_Flight] = []
         try:
             async for taken in take_events(settings.batch_size, within=settings.batch_wait_s):
                 events = list(taken)
                 for event in events:
                     event.message.incref()
-                batch = [_to_inbound(event) for event in events]
-                held = (events, batch)
-                preparing = asyncio.ensure_future(prepare(batch))
-                prepared = await asyncio.shield(preparing)
-                if committing is not None:
-                    await asyncio.shield(committing)
-                committing = asyncio.ensure_future(commit(stream, events, batch, prepared))
-                preparing = held = None
+                flight = _Flight(stream, events, [_to_inbound(event) for event in events])
+                flight.task = asyncio.ensure_future(fly(flight, flights[-1] if flights else None))
+                flights = [f for f in flights if not f.task.done()] + [flight]
+                await asyncio.shield(flight.loaded.wait())  # next batch while this one encodes
+                if len(flights) > MAX_IN_FLIGHT:
+                    await asyncio.shield(asyncio.wait([flights[0].task]))
         except asyncio.CancelledError:
             # faust stops agents by cancelling them: finish the batches in flight so their
             # decisions are produced and their offsets committed, then stop.
-            if preparing is not None or (committing is not None and not committing.done()):
-                logger.info("stopping: finishing the batches in flight")
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(
-                    _finish(stream, committing, preparing, held), timeout=settings.shutdown_grace_s
-                )
+            pending = [f.task for f in flights if not f.task.done()]
+            if pending:
+                logger.info("stopping: finishing the %d batch(es) in flight", len(pending))
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.wait(pending), timeout=settings.shutdown_grace_s)
             raise
-
-    async def _finish(
-        stream: StreamT,
-        committing: asyncio.Task[None] | None,
-        preparing: asyncio.Task[PreparedBatch | Exception] | None,
-        held: tuple[list[Any], list[InboundMessage]] | None,
-    ) -> None:
-        if committing is not None:
-            await committing
-        if preparing is not None and held is not None:
-            await commit(stream, held[0], held[1], await preparing)
 
     @app.timer(interval=5.0)
     async def refresh_gauges() -> None:

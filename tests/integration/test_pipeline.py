@@ -157,8 +157,8 @@ def test_batch_prepared_before_the_previous_commit_decides_as_if_sequential(
     ]
 
     async def overlapped() -> list[dict[str, Any]]:
-        prepared_first = await pipeline.prepare(first)
-        prepared_second = await pipeline.prepare(second)  # nothing of `first` is in the index yet
+        prepared_first = await pipeline.encode(await pipeline.prepare(first))
+        prepared_second = await pipeline.encode(await pipeline.prepare(second))  # `first` not indexed yet
         return [o.value for o in await pipeline.commit(prepared_first)] + [
             o.value for o in await pipeline.commit(prepared_second)
         ]
