@@ -11,7 +11,7 @@ a missing one costs its section or encoder a "skipped"/"failed" row, not the run
 Prints progress on stderr and ONE markdown table on stdout (everything below is a row of it);
 ``--json-out`` also writes the rows, every timed run and the environment as JSON.
 
-Inputs: ``bench/service.py``'s ``make_images`` (640-px JPEGs of scikit-image/scikit-learn sample
+Inputs: ``bench/images.py``'s ``make_images`` (640-px JPEGs of scikit-image/scikit-learn sample
 photos with seeded crops, rotation, colour and mirroring; every 5th a resized copy of an earlier
 one), generated in parallel chunks of 64 (one seed per chunk). No downloads.
 
@@ -182,62 +182,19 @@ class Budget:
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def _make_chunk(args: tuple[int, int]) -> tuple[list[bytes], str | None]:
-    """One chunk of images and, when the copy in this file had to stand in, why."""
+def _make_chunk(args: tuple[int, int]) -> list[bytes]:
     count, seed = args
-    try:
-        from bench.service import make_images
+    from bench.images import make_images
 
-        return make_images(count, seed=seed), None
-    except Exception as exc:  # bench/service.py needs aiokafka, and it is being edited elsewhere
-        return _edited_photos(count, seed), f"{type(exc).__name__}: {exc}"
-
-
-def _edited_photos(count: int, seed: int) -> list[bytes]:
-    """Stand-in for ``make_images`` when bench/service.py cannot be imported: the same edits of
-    the same photos (crop 35-60 %, rotate ±20°, colour 0.3-1.7, mirror; every 5th a 3/4-size
-    copy of an earlier one), 640 px, JPEG q90. Pillow, scikit-image and scikit-learn only."""
-    import random
-
-    from PIL import ImageEnhance, ImageOps
-    from skimage import data
-    from sklearn.datasets import load_sample_images
-
-    rng = random.Random(seed)
-    base = [
-        Image.fromarray(getattr(data, n)()).convert("RGB")
-        for n in ("astronaut", "chelsea", "coffee", "rocket")
-    ]
-    base += [Image.fromarray(a) for a in data.stereo_motorcycle()[:2]]
-    base += [Image.fromarray(a) for a in load_sample_images().images]
-    images: list[bytes] = []
-    for i in range(count):
-        if i % 5 == 4 and images:
-            src = Image.open(io.BytesIO(images[rng.randrange(len(images))])).convert("RGB")
-            img = src.resize((src.width * 3 // 4, src.height * 3 // 4))
-        else:
-            img = base[rng.randrange(len(base))]
-            w, h = img.size
-            cw, ch = int(w * rng.uniform(0.35, 0.6)), int(h * rng.uniform(0.35, 0.6))
-            x, y = rng.randrange(w - cw), rng.randrange(h - ch)
-            img = img.crop((x, y, x + cw, y + ch)).rotate(rng.uniform(-20, 20), expand=False)
-            img = ImageEnhance.Color(img).enhance(rng.uniform(0.3, 1.7))
-            if rng.random() < 0.5:
-                img = ImageOps.mirror(img)
-        scale = 640 / max(img.size)
-        img = img.resize((max(8, round(img.width * scale)), max(8, round(img.height * scale))))
-        buffer = io.BytesIO()
-        img.save(buffer, "JPEG", quality=90)
-        images.append(buffer.getvalue())
-    return images
+    return make_images(count, seed=seed)
 
 
 def generate_images(count: int, workers: int) -> tuple[list[bytes], str]:
-    """``count`` JPEGs from ``bench.service.make_images``, in chunks of 64 (seed = chunk number),
+    """``count`` JPEGs from ``bench.images.make_images``, in chunks of 64 (seed = chunk number),
     and where they came from."""
     chunks = [(min(64, count - start), index) for index, start in enumerate(range(0, count, 64))]
-    with contextlib.suppress(Exception):
-        import bench.service  # noqa: F401 - imported once here, inherited by the forked children
+    import bench.images  # noqa: F401 - imported once here, inherited by the forked children
+
     if workers > 1 and len(chunks) > 1:
         # fork: the children inherit the imports; CUDA is not initialised yet at this point
         import multiprocessing
@@ -247,11 +204,7 @@ def generate_images(count: int, workers: int) -> tuple[list[bytes], str]:
             parts = list(pool.map(_make_chunk, chunks))
     else:
         parts = [_make_chunk(chunk) for chunk in chunks]
-    failures = {why for _, why in parts if why}
-    source = "bench.service.make_images"
-    if failures:
-        source = f"bench/gpu.py's copy of make_images (bench.service failed: {'; '.join(sorted(failures))})"
-    return [image for images, _ in parts for image in images], source
+    return [image for images in parts for image in images], "bench.images.make_images"
 
 
 # ------------------------------------------------------------------------------------------ device
