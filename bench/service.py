@@ -355,7 +355,9 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
     }
     for r in range(args.repeats):
         run = f"{os.getpid()}-{r}"
-        worker = Worker(env_broker, args.model, workdir, args.batch, run, args.batch_wait)
+        worker = Worker(
+            env_broker, args.model, workdir, args.batch, run, args.batch_wait, index=args.service_index
+        )
         worker.wait_ready()
         try:
             # warm up the worker (model, index, group) on a few events, then measure
@@ -384,7 +386,9 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
         topics_run = f"{os.getpid()}-b{r}"
         backlog = payloads(images[: args.events], f"b{r}")
         asyncio.run(produce_backlog(env_broker, f"bench-{topics_run}-in", backlog))
-        drainer = Worker(env_broker, args.model, workdir, args.batch, topics_run, args.batch_wait)
+        drainer = Worker(
+            env_broker, args.model, workdir, args.batch, topics_run, args.batch_wait, index=args.service_index
+        )
         drainer.wait_ready()
         broker_pid = kafka_pid(str(workdir / "kafka"))
         worker_cpu, broker_cpu = cpu_seconds(drainer.proc.pid), cpu_seconds(broker_pid)
@@ -530,6 +534,11 @@ def main() -> None:
         help="a Milvus server URI, or 'embedded' to start one: measure 1 and 2 workers in one group",
     )
     parser.add_argument("--only-scale", action="store_true", help="skip everything but the scaling section")
+    parser.add_argument(
+        "--service-index",
+        default=None,
+        help="Milvus URI for the service workers (default: a milvus-lite file inside each worker)",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="dupstream-bench-"))
