@@ -907,7 +907,6 @@ def section_service(ctx: Context, budget: Budget) -> None:
                 DUPSTREAM_DEVICE=str(ctx.device), DUPSTREAM_DECODE_THREADS=str(ctx.args.decode_threads)
             ):
                 worker = bench_service.Worker(broker, name, workdir, batch, f"gpu{os.getpid()}")
-                worker.wait_ready()
         except BaseException:
             for pid in children() - before:  # the worker process a failed start left behind
                 with contextlib.suppress(OSError):

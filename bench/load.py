@@ -135,7 +135,6 @@ def main() -> None:
     try:
         events = build_events(args.events)
         worker = Worker(broker, args.model, workdir, args.batch, f"load{os.getpid()}")
-        worker.wait_ready()
         samples: list[float] = []
         stop = threading.Event()
 

@@ -141,6 +141,7 @@ class Worker:
         partitions: int = 1,
         group: str | None = None,
         name: str | None = None,
+        ready: bool = True,
     ) -> None:
         self.port = free_port()
         self.topics = {"in": f"bench-{run}-in", "out": f"bench-{run}-out", "dead": f"bench-{run}-dead"}
@@ -178,6 +179,8 @@ class Worker:
         ]
         self.log = open(workdir / f"worker-{name or run}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if ready:
+            self.wait_ready()
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 180
@@ -227,19 +230,24 @@ async def produce_backlog(broker: str, topic: str, events: list[tuple[bytes, dic
         await producer.stop()
 
 
+def decisions_consumer(broker: str, worker: Worker, offset_reset: str) -> AIOKafkaConsumer:
+    """A group-less consumer of the worker's decisions and dead letters."""
+    return AIOKafkaConsumer(
+        worker.topics["out"],
+        worker.topics["dead"],
+        bootstrap_servers=broker,
+        auto_offset_reset=offset_reset,
+        group_id=None,
+    )
+
+
 async def drain_rate(broker: str, worker: Worker, count: int) -> float:
     """events/s while a started worker drains a backlog.
 
     From the start of the first batch (its first decision less that batch's own ``timings_ms``)
     to the last decision, so neither start-up nor the first batch's work is left out.
     """
-    consumer = AIOKafkaConsumer(
-        worker.topics["out"],
-        worker.topics["dead"],
-        bootstrap_servers=broker,
-        auto_offset_reset="earliest",
-        group_id=None,
-    )
+    consumer = decisions_consumer(broker, worker, "earliest")
     await consumer.start()
     arrivals: list[float] = []
     first_batch_s = 0.0
@@ -261,13 +269,7 @@ async def run_service(
     broker: str, worker: Worker, events: list[tuple[bytes, dict[str, Any]]], rate: float | None
 ) -> tuple[float, list[float]]:
     """Produce events (as fast as possible, or at ``rate``/s); returns (events/s, latencies in s)."""
-    consumer = AIOKafkaConsumer(
-        worker.topics["out"],
-        worker.topics["dead"],
-        bootstrap_servers=broker,
-        auto_offset_reset="latest",
-        group_id=None,
-    )
+    consumer = decisions_consumer(broker, worker, "latest")
     await consumer.start()
     await consumer.seek_to_end()
     producer = AIOKafkaProducer(bootstrap_servers=broker, max_request_size=16 * 1024 * 1024, linger_ms=5)
@@ -358,7 +360,6 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
         worker = Worker(
             env_broker, args.model, workdir, args.batch, run, args.batch_wait, index=args.service_index
         )
-        worker.wait_ready()
         try:
             # warm up the worker (model, index, group) on a few events, then measure
             asyncio.run(run_service(env_broker, worker, payloads(images[-10:], f"warm{r}"), None))
@@ -389,7 +390,6 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
         drainer = Worker(
             env_broker, args.model, workdir, args.batch, topics_run, args.batch_wait, index=args.service_index
         )
-        drainer.wait_ready()
         broker_pid = kafka_pid(str(workdir / "kafka"))
         worker_cpu, broker_cpu = cpu_seconds(drainer.proc.pid), cpu_seconds(broker_pid)
         try:
@@ -444,7 +444,6 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
             worker = Worker(
                 env_broker, args.model, workdir, args.batch, f"{os.getpid()}-lat{share}", args.batch_wait
             )
-            worker.wait_ready()
             try:
                 asyncio.run(run_service(env_broker, worker, payloads(images[-10:], f"wl{share}"), None))
                 offered = med["service"] * share
@@ -485,6 +484,7 @@ def scaling(args: argparse.Namespace, env_broker: str, workdir: Path, images: li
                         index=uri,
                         partitions=2,
                         name=f"{run}-w{i}",
+                        ready=False,  # start them together, then wait for all
                     )
                     for i in range(count)
                 ]

@@ -9,8 +9,8 @@ the next time tick), so queries are grouped instead:
 1. One group per ``(tenant, has a bound)``. The group's filter uses the loosest bound in the group
    (the latest ``before``), which lets through everything any of its queries may see, and it
    fetches ``top_k`` hits. In a live stream nothing indexed is later than a new event, so every
-   hit is kept and the answer is complete; a large ``limit`` is not free (milvus-lite, 32
-   queries over 1,000 vectors: ~190 ms at limit 37, ~80 ms at limit 6).
+   hit is kept and the answer is complete; a large ``limit`` is not free (milvus-lite builds a
+   result row per hit in Python).
 2. Each query keeps the hits strictly before its own bound (:func:`select`).
 3. Queries whose kept hits may be incomplete (the call was saturated, fewer than ``top_k``
    survived, and no ``min_score`` cut-off proves the rest irrelevant: a replayed batch, whose own

@@ -162,13 +162,11 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
                 flight.loaded.set()
             if previous is not None:
                 await previous.encoded.wait()  # one batch on the model at a time, in order
-            ready = prepared
-            prepared = await pipeline.encode(ready)
+            prepared = await pipeline.encode(prepared)
         except Exception as exc:  # a bug: commit() dead-letters the batch
             logger.exception("prepare failed on %s..%s", batch[0].source, batch[-1].source)
             prepared = exc
         finally:
-            flight.loaded.set()
             flight.encoded.set()
         if previous is not None:
             await asyncio.wait([previous.task])  # commits run one at a time, in offset order

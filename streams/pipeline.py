@@ -174,9 +174,8 @@ class DedupPipeline:
         :meth:`commit` catches exact copies of those batches among its search hits.
         """
         started = time.perf_counter()
-        batch = PreparedBatch(messages=list(messages), started=started)
+        batch = PreparedBatch(messages=list(messages), started=started, outgoing=[None] * len(messages))
         outgoing, timings = batch.outgoing, batch.timings
-        outgoing.extend([None] * len(messages))
         images: list[_Work] = []
         for position, message in enumerate(messages):
             try:

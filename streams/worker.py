@@ -31,7 +31,7 @@ def run_worker(settings: WorkerSettings) -> None:
         )
     asyncio.set_event_loop(asyncio.new_event_loop())
     # OpenBLAS's worker threads spin-wait; beside onnxruntime's pool and the decode threads they
-    # turn milvus-lite's small matrix products into the slowest stage (2 cores: ~25 ms -> <1 ms).
+    # make milvus-lite's small in-process matrix products far slower than one thread does.
     threadpool_limits(limits=settings.blas_threads, user_api="blas")
     metrics = WorkerMetrics()
     pipeline = build_pipeline(settings, metrics=metrics)
