@@ -89,10 +89,12 @@ def _internal_error_letters(batch: list[InboundMessage], error: Exception) -> li
 
 def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: WorkerMetrics) -> faust.App:
     """A faust app wired to ``pipeline``; run it with ``faust.Worker(app).execute_from_commandline()``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         settings.group,
         broker=[f"kafka://{hostport}" for hostport in settings.broker.split(",")],
         store="memory://",
+        datadir=str(settings.data_dir / "{conf.name}-data"),
         autodiscover=False,
         web_enabled=True,
         web_bind=settings.web_host,

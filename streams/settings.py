@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,10 @@ class WorkerSettings(BaseSettings):
     max_pixels: int = 40_000_000
     shutdown_grace_s: float = Field(30.0, gt=0, description="time to finish the batch in flight on SIGTERM")
     session_timeout_s: float = Field(30.0, ge=6, description="Kafka group session timeout")
+    data_dir: Path = Field(
+        Path(tempfile.gettempdir()) / "dupstream",
+        description="faust's state directory (tables are in memory; this holds only its version marker)",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: str = "INFO"
