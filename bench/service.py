@@ -241,28 +241,37 @@ def decisions_consumer(broker: str, worker: Worker, offset_reset: str) -> AIOKaf
     )
 
 
-async def drain_rate(broker: str, worker: Worker, count: int) -> float:
-    """events/s while a started worker drains a backlog.
+async def drain_rate(broker: str, worker: Worker, count: int) -> tuple[float, dict[str, float]]:
+    """events/s while a started worker drains a backlog, and where its batches spent their time.
 
-    From the start of the first batch (its first decision less that batch's own ``timings_ms``)
-    to the last decision, so neither start-up nor the first batch's work is left out.
+    The rate runs from the start of the first batch (its first decision less that batch's own
+    ``timings_ms``) to the last decision, so neither start-up nor the first batch's work is left
+    out. The second value has each stage's share of that time: the sum over batches of the
+    stage's seconds (from the decisions' ``timings_ms``) over the drain's wall time; ``encode``
+    near 1.0 means the model was never waiting for input.
     """
     consumer = decisions_consumer(broker, worker, "earliest")
     await consumer.start()
     arrivals: list[float] = []
-    first_batch_s = 0.0
+    batches: dict[str, dict[str, float]] = {}  # one timings_ms per batch, keyed by its JSON
     try:
         deadline = time.monotonic() + 900
         while len(arrivals) < count and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 now = time.perf_counter()
-                if not arrivals and records:
-                    timings = json.loads(records[0].value).get("timings_ms", {})
-                    first_batch_s = timings.get("batch", 0.0) / 1000
+                for record in records:
+                    timings = json.loads(record.value).get("timings_ms", {})
+                    batches.setdefault(json.dumps(timings, sort_keys=True), timings)
                 arrivals.extend(now for _ in records)
     finally:
         await consumer.stop()
-    return len(arrivals) / (arrivals[-1] - arrivals[0] + first_batch_s)
+    first = next(iter(batches.values()), {})
+    wall = arrivals[-1] - arrivals[0] + first.get("batch", 0.0) / 1000
+    shares = {
+        stage: sum(t.get(stage, 0.0) for t in batches.values()) / 1000 / wall
+        for stage in ("fetch_decode", "exact_lookup", "encode", "search", "upsert", "commit")
+    }
+    return len(arrivals) / wall, shares
 
 
 async def run_service(
@@ -350,6 +359,7 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
         "naive loop": [],
     }
     rss: list[float] = []
+    stage_shares: dict[str, list[float]] = {}
     cpu_ms: dict[str, list[float]] = {
         "encoder path": [],
         "worker, backlog drain": [],
@@ -393,7 +403,10 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
         broker_pid = kafka_pid(str(workdir / "kafka"))
         worker_cpu, broker_cpu = cpu_seconds(drainer.proc.pid), cpu_seconds(broker_pid)
         try:
-            results["service (backlog)"].append(asyncio.run(drain_rate(env_broker, drainer, len(backlog))))
+            rate, shares = asyncio.run(drain_rate(env_broker, drainer, len(backlog)))
+            results["service (backlog)"].append(rate)
+            for stage, share in shares.items():
+                stage_shares.setdefault(stage, []).append(share)
             cpu_ms["worker, backlog drain"].append(
                 (cpu_seconds(drainer.proc.pid) - worker_cpu) * 1000 / len(backlog)
             )
@@ -434,6 +447,9 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
     print("\nCPU time per image (ms, all threads; 2 cores give 2,000 ms per second):")
     for name, values in cpu_ms.items():
         print(f"  {name}: {statistics.median(values):.1f}")
+    print("\nBacklog drain, each stage's time summed over batches / the drain's wall time:")
+    for stage, shares in stage_shares.items():
+        print(f"  {stage}: {statistics.median(shares):.2f}")
     print(
         f"worker RSS after the run: {statistics.median(rss):.0f} MB (median; runs {[round(x) for x in rss]})"
     )
