@@ -251,7 +251,9 @@ def embed(
     device: Annotated[str, typer.Option()] = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
-    """Write embeddings of images to an .npz (``ids``: paths as given, ``vectors``: N x D float32).
+    """Write embeddings of images to an .npz (``ids``: the paths, ``vectors``: N x D float32).
+
+    Ids are the paths as ``produce`` names its events: normalised, so ``./a.jpg`` is ``a.jpg``.
 
     Example: dupstream embed --model sscd --out vectors.npz ./photos
     """

@@ -41,9 +41,12 @@ def embed_files(
         ThreadPoolExecutor(max_workers=4) as pool,
         tqdm(total=len(files), unit="img", file=sys.stderr, disable=len(files) < 50) as bar,
     ):
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            prepared = list(pool.map(load, [f.path for f in chunk]))
+        batches = [files[start : start + batch_size] for start in range(0, len(files), batch_size)]
+        pending = [pool.submit(load, f.path) for f in batches[0]] if batches else []
+        for k, chunk in enumerate(batches):
+            prepared = [future.result() for future in pending]
+            if k + 1 < len(batches):  # decode the next batch while the model runs this one
+                pending = [pool.submit(load, f.path) for f in batches[k + 1]]
             keep = [(f, p) for f, p in zip(chunk, prepared, strict=True) if p is not None]
             skipped += len(chunk) - len(keep)
             if keep:
