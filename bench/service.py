@@ -25,7 +25,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,13 +45,7 @@ import encoders  # noqa: E402
 from bench.images import make_images, photos  # noqa: E402, F401 - photos: bench/load.py
 from encoders.decode import decode_image  # noqa: E402
 from index import IndexRecord, MilvusStore  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
+from streams.spawn import WorkerNotReady, free_port, wait_ready, worker_command  # noqa: E402
 
 # --- encoder path and naive loop --------------------------------------------------------
 
@@ -145,56 +138,37 @@ class Worker:
     ) -> None:
         self.port = free_port()
         self.topics = {"in": f"bench-{run}-in", "out": f"bench-{run}-out", "dead": f"bench-{run}-dead"}
-        command = [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "worker",
-            "--broker",
-            broker,
-            "--model",
-            model,
-            "--index",
-            index or str(workdir / f"service-{run}.db"),
-            "--collection",
-            f"bench_{run}".replace("-", "_"),
-            "--input-topic",
-            self.topics["in"],
-            "--decisions-topic",
-            self.topics["out"],
-            "--dead-letter-topic",
-            self.topics["dead"],
-            "--group",
-            group or f"bench-{run}",
-            "--partitions",
-            str(partitions),
-            "--web-port",
-            str(self.port),
-            "--batch-size",
-            str(batch),
-            "--batch-wait",
-            str(wait),
-            "--log-level",
-            "WARNING",
-        ]
+        command = worker_command(
+            broker=broker,
+            index=index or str(workdir / f"service-{run}.db"),
+            model=model,
+            input_topic=self.topics["in"],
+            decisions_topic=self.topics["out"],
+            dead_letter_topic=self.topics["dead"],
+            group=group or f"bench-{run}",
+            web_port=self.port,
+            partitions=partitions,
+            extra=[
+                "--collection",
+                f"bench_{run}".replace("-", "_"),
+                "--batch-size",
+                str(batch),
+                "--batch-wait",
+                str(wait),
+                "--log-level",
+                "WARNING",
+            ],
+        )
         self.log = open(workdir / f"worker-{name or run}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         if ready:
             self.wait_ready()
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"worker exited; see {self.log.name}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit("worker not ready")
+        try:
+            wait_ready(self.proc, self.port)
+        except WorkerNotReady as exc:
+            raise SystemExit(f"{exc}; see {self.log.name}") from exc
 
     def rss_mb(self) -> float:
         """Resident memory of the worker process (Linux /proc)."""
@@ -377,10 +351,8 @@ def side_by_side(args: argparse.Namespace, env_broker: str, workdir: Path, image
                 run_service(env_broker, worker, payloads(images[: args.events], f"r{r}"), None)
             )
             rss.append(worker.rss_mb())
-            _, metrics_text = (
-                urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics").status,
-                urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics").read().decode(),
-            )
+            with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=10) as response:
+                metrics_text = response.read().decode()
         finally:
             worker.stop()
         sums = {

@@ -6,11 +6,9 @@ import asyncio
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from streams.client import ImageFile, consume_json, produce_images
+from streams.spawn import WorkerNotReady, free_port, wait_ready, worker_command
 
 __all__ = ["make_demo_images", "run_demo"]
 
@@ -75,38 +74,26 @@ def run_demo(*, broker: str, model: str, workdir: Path) -> int:
         "dead": f"demo-{run}-dead-letter",
     }
     log_path = workdir / f"worker-{run}.log"
-    web_port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "streams.cli",
-        "worker",
-        "--broker",
-        broker,
-        "--model",
-        model,
-        "--index",
-        str(workdir / f"index-{run}.db"),
-        "--allow-root",
-        str(workdir / "images"),
-        "--input-topic",
-        topics["input"],
-        "--decisions-topic",
-        topics["decisions"],
-        "--dead-letter-topic",
-        topics["dead"],
-        "--group",
-        f"dupstream-demo-{run}",
-        "--partitions",
-        "1",
-        "--web-port",
-        str(web_port),
-    ]
+    web_port = free_port()
+    command = worker_command(
+        broker=broker,
+        index=str(workdir / f"index-{run}.db"),
+        model=model,
+        input_topic=topics["input"],
+        decisions_topic=topics["decisions"],
+        dead_letter_topic=topics["dead"],
+        group=f"dupstream-demo-{run}",
+        web_port=web_port,
+        extra=["--allow-root", str(workdir / "images")],
+    )
     print(f"worker: {' '.join(command[1:])}\nworker log: {log_path}", file=sys.stderr)
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})  # noqa: S603 - our own CLI
     try:
-        _wait_ready(worker, web_port)
+        try:
+            wait_ready(worker, web_port)
+        except WorkerNotReady as exc:
+            raise SystemExit(f"{exc}; see {log_path}") from exc
         started = time.monotonic()
         asyncio.run(produce_images(broker, topics["input"], images[:5], inline=False))
         asyncio.run(_wait_for(broker, topics, 5, worker))
@@ -131,28 +118,6 @@ def run_demo(*, broker: str, model: str, workdir: Path) -> int:
         f"{sum(1 for d in decided if d.get('verdict') == 'unique')}/5 originals unique"
     )
     return 0 if len(decided) == len(images) else 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(worker: subprocess.Popen[bytes], web_port: int, timeout_s: float = 180) -> None:
-    """Block until the worker's /readyz answers 200 (model loaded, partitions assigned)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise SystemExit(f"worker exited with code {worker.returncode}; see its log")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"worker not ready after {timeout_s}s; see its log")
 
 
 async def _wait_for(
