@@ -16,8 +16,10 @@ the next time tick), so queries are grouped instead:
    survived, and no ``min_score`` cut-off proves the rest irrelevant: a replayed batch, whose own
    images are indexed) are grouped again with ``top_k + len(batch)`` hits, enough when what they
    must not see is the batch's own images (themselves and later); any still incomplete are searched
-   on their own with their exact filter. The answer is therefore always the exact per-query
-   answer; the grouping only saves calls.
+   on their own with their exact filter. The answer is therefore the same as one call per query
+   with its own filter; the grouping only saves calls. It is exact where the search is (FLAT:
+   milvus-lite, or a server FLAT index); with an ANN index (the server's IVF_FLAT, HNSW) each of
+   those calls is itself approximate, so the answer is as good as the index's recall.
 """
 
 from __future__ import annotations
