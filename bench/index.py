@@ -46,13 +46,14 @@ import multiprocessing
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -558,8 +559,9 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_one, spec).result()
+    """``run_one`` in a fresh process; leaving early (Ctrl-C, SIGTERM) terminates that process."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:  # __exit__ terminates the child
+        return pool.apply(run_one, (spec,))
 
 
 # ── orchestration ───────────────────────────────────────────────────────────────────────────
@@ -650,6 +652,8 @@ def memory(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def main() -> None:
+    # SIGTERM as an exception, so the embedded server and the run's process are stopped on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
