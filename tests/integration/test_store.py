@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,3 +319,22 @@ def test_unreachable_server_is_a_retriable_error() -> None:
         MilvusStore(uri=f"http://127.0.0.1:{free_port()}", dim=DIM, model_id=MODEL, timeout=2)
     assert info.value.retriable
     assert info.value.reason == "index_unavailable"
+
+
+@pytest.mark.slow
+def test_milvus_lite_answers_after_idling_past_the_grpc_keepalive(tmp_path: Path) -> None:
+    """A worker on a quiet stream leaves its milvus-lite channel idle for minutes.
+
+    pymilvus pings every 10 s and milvus-lite's in-process gRPC server answers an idle channel
+    with GOAWAY ``too_many_pings`` within about two minutes (gRPC logs it); the next call must
+    reconnect and work (milvus-lite 2.5 lost its daemon after ~60 s idle: milvus-io/milvus-lite#334).
+    """
+    store = MilvusStore(uri=str(tmp_path / "idle.db"), dim=DIM, model_id=MODEL)
+    store.ensure_collection()
+    v = unit_vectors(2)
+    store.upsert([record("t", "a", 1, v[0])])
+    time.sleep(180)
+    assert [m.image_id for m in store.search(v[1:], tenants=["t"], top_k=1)[0]] == ["a"]
+    store.upsert([record("t", "b", 2, v[1])])
+    assert store.count("t") == 2
+    store.close()
