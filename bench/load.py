@@ -29,7 +29,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service import ROOT, Worker, free_port, photos
+from service import ROOT, Worker
+
+from bench.images import photos
+from streams.spawn import free_port
 
 BAD = [
     (b'{"id": "x", "uri": ', "invalid_json"),

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import encoders  # noqa: E402
-from bench.images import make_images, photos  # noqa: E402, F401 - photos: bench/load.py
+from bench.images import make_images  # noqa: E402
 from encoders.decode import decode_image  # noqa: E402
 from index import IndexRecord, MilvusStore  # noqa: E402
 from streams.spawn import WorkerNotReady, free_port, wait_ready, worker_command  # noqa: E402

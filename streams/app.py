@@ -166,7 +166,7 @@ def build_app(settings: WorkerSettings, pipeline: DedupPipeline, metrics: Worker
                 await previous.encoded.wait()  # one batch on the model at a time, in order
             prepared = await pipeline.encode(prepared)
         except Exception as exc:  # a bug: commit() dead-letters the batch
-            logger.exception("prepare failed on %s..%s", batch[0].source, batch[-1].source)
+            logger.exception("prepare/encode failed on %s..%s", batch[0].source, batch[-1].source)
             prepared = exc
         finally:
             flight.encoded.set()

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 
-__all__ = ["WorkerNotReady", "free_port", "wait_ready", "worker_command"]
+__all__ = ["WorkerNotReady", "free_port", "is_ready", "wait_ready", "worker_command"]
 
 
 class WorkerNotReady(RuntimeError):
